@@ -1,0 +1,16 @@
+"""MobileFace: real-time face analytics (detect, landmarks, pose, align, attributes, embed)."""
+from .errors import ImageError, MobileFaceError, ModelError
+from .types import Faces
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # FaceAnalyzer pulls in onnxruntime and dlib: import it only when asked for.
+    if name == "FaceAnalyzer":
+        from .analyzer import FaceAnalyzer
+        return FaceAnalyzer
+    raise AttributeError(name)
+
+
+__all__ = ["FaceAnalyzer", "Faces", "ImageError", "MobileFaceError", "ModelError", "__version__"]

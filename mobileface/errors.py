@@ -1,0 +1,13 @@
+"""Exceptions with messages meant to be shown to a user as one line."""
+
+
+class MobileFaceError(Exception):
+    """Base class: every error the library raises on purpose."""
+
+
+class ModelError(MobileFaceError):
+    """A model file is missing, corrupt or cannot be loaded."""
+
+
+class ImageError(MobileFaceError, ValueError):
+    """An image cannot be read or is not a usable picture."""

@@ -1,0 +1,45 @@
+"""Shared test helpers: where ../shared is, real photos, one analyzer per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MOBILEFACE_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data"
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason."""
+    path = DATA / relative
+    if not path.is_file():
+        pytest.skip(f"test data {path} is absent (set MOBILEFACE_SHARED to the shared folder)")
+    return path
+
+
+def load_bgr(relative: str) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(shared_file(relative)))
+    assert image is not None, relative
+    return image
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """A real face photo that ships with scikit-image (no ../shared needed)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    from mobileface import FaceAnalyzer
+
+    return FaceAnalyzer()
