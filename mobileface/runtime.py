@@ -46,6 +46,9 @@ def normalise_provider(name: str) -> str:
 
 _warned: set[tuple[str, ...]] = set()
 
+#: model label -> the provider its latest session runs on
+ACTIVE_PROVIDERS: dict[str, str] = {}
+
 
 def create_session(model, config: RuntimeConfig, label: str):
     """An InferenceSession for ``model`` (path or bytes); warns when a provider falls back."""
@@ -73,5 +76,6 @@ def create_session(model, config: RuntimeConfig, label: str):
         if key not in _warned:
             _warned.add(key)
             log.warning("%s: requested %s but running on %s", label, config.providers[0], active[0])
-    log.info("%s: running on %s", label, active[0])
+    log.debug("%s: running on %s", label, active[0])
+    ACTIVE_PROVIDERS[label] = active[0]
     return session
