@@ -1,0 +1,74 @@
+"""Quality: worse pictures of the same face score lower."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from mobileface import quality
+from mobileface.types import Faces
+
+
+@pytest.fixture(scope="module")
+def score():
+    from mobileface.detect import create_detector
+    from mobileface.landmarks import Landmarks68
+    from mobileface.pose import HeadPose
+
+    detector = create_detector("retinaface")
+    stages = [Landmarks68(), HeadPose(), quality.Quality()]
+
+    def run(image):
+        faces = detector.detect(image)
+        assert len(faces) >= 1
+        for stage in stages:
+            stage(image, faces)
+        return faces
+
+    return run
+
+
+def test_score_and_parts_are_in_range(score, astronaut_bgr):
+    faces = score(astronaut_bgr)
+    assert faces.quality.dtype == np.float32
+    assert 0.0 < faces.quality[0] <= 1.0
+    for part in quality.WEIGHTS:
+        assert 0.0 <= faces.extra[part][0] <= 1.0, part
+    assert faces.quality[0] > 0.5  # a sharp, well-lit, large face
+
+
+def test_blur_darkness_and_size_lower_the_score(score, astronaut_bgr):
+    sharp = score(astronaut_bgr)
+    blurred = score(cv2.GaussianBlur(astronaut_bgr, (0, 0), 3))
+    dark = score((astronaut_bgr * 0.15).astype(np.uint8))
+    small = score(cv2.resize(astronaut_bgr, None, fx=0.15, fy=0.15, interpolation=cv2.INTER_AREA))
+    assert blurred.extra["sharpness"][0] < sharp.extra["sharpness"][0] - 0.3
+    assert dark.extra["brightness"][0] < 0.5 < sharp.extra["brightness"][0]
+    assert small.extra["size"][0] < 0.2 < sharp.extra["size"][0]
+    for worse in (blurred, dark, small):
+        assert worse.quality[0] < sharp.quality[0] - 0.2
+
+
+def test_closed_eyes_and_turned_head_lower_their_parts():
+    landmarks = np.zeros((2, 68, 2))
+    for i, eye in enumerate(((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))):
+        corner = 100 * i
+        landmarks[:, eye[0]] = (corner, 0)
+        landmarks[:, eye[3]] = (corner + 30, 0)
+        for top, bottom, x in ((eye[1], eye[5], 10), (eye[2], eye[4], 20)):
+            landmarks[0, top], landmarks[0, bottom] = (corner + x, -5), (corner + x, 5)  # open
+            landmarks[1, top], landmarks[1, bottom] = (corner + x, -1), (corner + x, 1)  # closed
+    ear = quality.eye_aspect_ratio(landmarks)
+    assert ear[0, 0] > 0.3 and ear[1, 0] < 0.1
+    frontal = np.clip(1 - np.hypot(np.array([0.0, 50.0]) / 60, 0), 0, 1)
+    parts = {k: np.ones(2) for k in quality.WEIGHTS}
+    parts["frontal"] = frontal
+    combined = quality.combine(parts)
+    assert combined[0] == pytest.approx(1.0) and combined[1] < 0.7
+
+
+def test_no_face():
+    faces = Faces(boxes=np.zeros((0, 4)), scores=np.zeros(0), landmarks68=np.zeros((0, 68, 2)),
+                  pose=np.zeros((0, 3)))
+    quality.Quality()(np.zeros((8, 8, 3), np.uint8), faces)
+    assert faces.quality.shape == (0,)
