@@ -13,21 +13,16 @@ import numpy as np
 
 from . import registry
 from .align import dlib_chip_transforms, warp_chips
+from .image import dlib_net_blob
 from .runtime import RuntimeConfig, create_session
 from .stages import Stage
 from .types import Faces
 
-MEANS_RGB = np.array([122.782, 117.001, 104.298], np.float32)
 CHIP_PADDING = 0.2
 AGE_SIZE = 64
 GENDER_SIZE = 32
 AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
 
-
-def to_blob(chips_bgr: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) BGR uint8 chips -> (N, 3, S, S) normalised RGB float32."""
-    rgb = chips_bgr[..., ::-1].astype(np.float32)
-    return np.ascontiguousarray(((rgb - MEANS_RGB) / 256.0).transpose(0, 3, 1, 2))
 
 
 class Attributes(Stage):
@@ -48,7 +43,7 @@ class Attributes(Stage):
         # The 32 px gender chip covers the same face region at half the scale.
         gender_chips = warp_chips(image, dlib_chip_transforms(faces.landmarks68, GENDER_SIZE,
                                                               CHIP_PADDING), GENDER_SIZE)
-        age_p = self.age_session.run(None, {"images": to_blob(age_chips)})[0]
-        gender_p = self.gender_session.run(None, {"images": to_blob(gender_chips)})[0]
+        age_p = self.age_session.run(None, {"images": dlib_net_blob(age_chips)})[0]
+        gender_p = self.gender_session.run(None, {"images": dlib_net_blob(gender_chips)})[0]
         faces.age = (age_p @ AGE_WEIGHTS).astype(np.float32)
         faces.gender = gender_p[:, 1].astype(np.float32)

