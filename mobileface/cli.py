@@ -1,0 +1,183 @@
+"""Command line: ``python -m mobileface analyze|verify|models``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from .errors import MobileFaceError
+
+log = logging.getLogger("mobileface")
+
+#: Euclidean distance between dlib ResNet embeddings below which two faces are
+#: the same person (dlib's own threshold, 99.38% on LFW); kept in embed.py.
+SAME_PERSON_DISTANCE = 0.6  # == embed.DISTANCE_THRESHOLD, without importing onnx at start-up
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detector", choices=("retinaface", "mtcnn"), default="retinaface",
+                        help="face detector (default: retinaface)")
+    parser.add_argument("--det-size", type=int, default=640,
+                        help="RetinaFace input size, longer image side in px (default: 640)")
+    parser.add_argument("--det-threshold", type=float, default=None,
+                        help="minimum detection score (default: the detector's own)")
+    parser.add_argument("--providers", default="cpu",
+                        help="onnxruntime providers in order of preference, comma-separated "
+                             "(e.g. cuda,cpu; default: cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="onnxruntime intra-op threads (default: 0 = onnxruntime decides)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mobileface",
+                                     description="Face detection, landmarks, pose, attributes "
+                                                 "and embeddings on images.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="analyse the faces in images")
+    analyze.add_argument("images", nargs="+", help="image files")
+    analyze.add_argument("--json", action="store_true",
+                         help="print one JSON object per image (JSON Lines) instead of a table")
+    analyze.add_argument("--no-embedding", action="store_true",
+                         help="leave the 128-d embedding out of the JSON")
+    _add_model_options(analyze)
+
+    verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
+    verify.add_argument("image_a")
+    verify.add_argument("image_b")
+    verify.add_argument("--threshold", type=float, default=SAME_PERSON_DISTANCE,
+                        help=f"same person below this embedding distance "
+                             f"(default: {SAME_PERSON_DISTANCE})")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_model_options(verify)
+
+    models = sub.add_parser("models", help="list the models, their sources, licences and status")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _analyzer(args, stages=None):
+    from .analyzer import STAGES, FaceAnalyzer
+
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    return FaceAnalyzer(detector=args.detector, det_size=args.det_size,
+                        det_threshold=args.det_threshold, providers=providers,
+                        threads=args.threads, stages=stages or STAGES)
+
+
+def cmd_analyze(args) -> int:
+    from .image import read_image
+
+    analyzer = _analyzer(args)
+    failures = 0
+    for path in args.images:
+        try:
+            faces = analyzer.analyze(read_image(path))
+        except MobileFaceError as exc:
+            failures += 1
+            log.error("%s", exc)
+            if args.json:
+                print(json.dumps({"image": path, "error": str(exc), "faces": []}), flush=True)
+            continue
+        if args.json:
+            records = faces.to_records(include_embedding=not args.no_embedding)
+            print(json.dumps({"image": path, "faces": records}), flush=True)
+        else:
+            _print_table(path, faces)
+    return 1 if failures else 0
+
+
+def _print_table(path: str, faces) -> None:
+    print(f"{path}: {len(faces)} face(s)")
+    for i, rec in enumerate(faces.to_records(include_embedding=False)):
+        x1, y1, x2, y2 = (round(v) for v in rec["box"])
+        pose = rec["pose"]
+        print(f"  #{i} box=({x1},{y1},{x2},{y2}) score={rec['score']:.3f} "
+              f"yaw={pose['yaw']:+.1f} pitch={pose['pitch']:+.1f} roll={pose['roll']:+.1f} "
+              f"age={rec['age']:.0f} gender={rec['gender']} quality={rec['quality']:.2f}")
+
+
+def _largest_face_embedding(analyzer, path):
+    from .image import read_image
+
+    faces = analyzer.analyze(read_image(path))
+    if len(faces) == 0:
+        raise MobileFaceError(f"{path}: no face found")
+    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
+    return faces.embedding[int(areas.argmax())]
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+
+    if args.threshold <= 0:
+        raise MobileFaceError("--threshold must be positive")
+    analyzer = _analyzer(args, stages=("embed",))
+    a = _largest_face_embedding(analyzer, args.image_a)
+    b = _largest_face_embedding(analyzer, args.image_b)
+    distance = float(np.linalg.norm(a - b))
+    similarity = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    same = distance < args.threshold
+    result = {"image_a": args.image_a, "image_b": args.image_b, "distance": round(distance, 4),
+              "similarity": round(similarity, 4), "threshold": args.threshold, "same_person": same}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "same person" if same else "different people"
+        print(f"distance={distance:.4f} similarity={similarity:.4f} "
+              f"threshold={args.threshold} -> {verdict}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from . import registry
+
+    rows = []
+    for name, spec in registry.load_manifest().items():
+        try:
+            path = str(registry.locate(spec))
+        except MobileFaceError:
+            path = ""
+        rows.append({"name": name, "task": spec.task, "package": f"{spec.package}=={spec.version}",
+                     "file": spec.file, "path": path, "sha256": spec.sha256,
+                     "licence": spec.licence, "status": registry.status(name)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+    for r in rows:
+        print(f"{r['name']:<26} {r['task']:<11} {r['package']:<32} {r['status']}")
+        print(f"{'':<26} file    {r['file']}")
+        print(f"{'':<26} sha256  {r['sha256']}")
+        print(f"{'':<26} licence {r['licence']}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _configure_logging(level: int, verbose: bool) -> None:
+    """Log our messages as one line each on the current stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mobileface: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    log.setLevel(level)
+    # Per-session provider lines are debug detail; warnings still show.
+    logging.getLogger("mobileface.runtime").setLevel(logging.DEBUG if verbose
+                                                     else max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(logging.DEBUG if args.verbose else logging.ERROR if args.quiet
+                       else logging.INFO, args.verbose)
+    commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models}
+    try:
+        return commands[args.command](args)
+    except (MobileFaceError, ValueError) as exc:
+        log.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
