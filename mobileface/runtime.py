@@ -65,6 +65,11 @@ def create_session(model, config: RuntimeConfig, label: str):
         wanted = ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
+    # Each session owns a thread pool whose idle threads spin by default. The
+    # pipeline runs several models back to back, so one model's spinning
+    # threads would steal the cores from the next (age then gender took 4.0
+    # ms per face with spinning and 2.2 ms without, on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=wanted)
