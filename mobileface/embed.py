@@ -10,14 +10,19 @@ when their euclidean distance is below :data:`DISTANCE_THRESHOLD`.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from .align import dlib_chips
 from .convert.dlib_resnet import converted_model_path
+from .errors import ModelError
 from .image import dlib_net_blob
 from .runtime import RuntimeConfig, create_session
 from .stages import Stage
 from .types import Faces
+
+log = logging.getLogger(__name__)
 
 #: dlib's euclidean distance threshold: below it, two descriptors are the same person
 DISTANCE_THRESHOLD = 0.6
@@ -37,7 +42,14 @@ class DlibEmbedder(Stage):
     def __init__(self, runtime: RuntimeConfig | None = None):
         runtime = runtime or RuntimeConfig()
         self.model_path = converted_model_path()
-        self.session = create_session(str(self.model_path), runtime, "embed")
+        try:
+            self.session = create_session(str(self.model_path), runtime, "embed")
+        except ModelError:
+            # A damaged cache file (disk full, edited by hand): convert again, once.
+            log.warning("the cached model %s cannot be loaded; converting again", self.model_path)
+            self.model_path.unlink(missing_ok=True)
+            self.model_path = converted_model_path()
+            self.session = create_session(str(self.model_path), runtime, "embed")
 
     def process(self, image: np.ndarray, faces: Faces) -> None:
         chips = dlib_chips(image, faces.landmarks68, CHIP_SIZE, CHIP_PADDING)

@@ -63,7 +63,11 @@ def get_spec(name: str) -> ModelSpec:
 def cache_dir() -> Path:
     """Where converted models are kept: $MOBILEFACE_CACHE or models/cache in the project."""
     path = Path(os.environ.get("MOBILEFACE_CACHE", PROJECT_ROOT / "models" / "cache"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create the model cache {path} ({exc.strerror}); "
+                         "set MOBILEFACE_CACHE to a writable folder") from None
     return path
 
 

@@ -183,3 +183,23 @@ def test_cli_error_is_one_line(tmp_path):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_damaged_cache_file_is_converted_again(monkeypatch, tmp_path, caplog):
+    from mobileface.embed import DlibEmbedder
+
+    monkeypatch.setenv("MOBILEFACE_CACHE", str(tmp_path))
+    cached = DlibEmbedder().model_path
+    good = cached.read_bytes()
+    cached.write_bytes(good[: len(good) // 3])  # e.g. a full disk
+    embedder = DlibEmbedder()
+    assert embedder.model_path.read_bytes() == good
+    assert "converting again" in caplog.text
+
+
+def test_unwritable_cache_is_a_clear_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MOBILEFACE_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelError, match="MOBILEFACE_CACHE"):
+        dlib_resnet.converted_model_path()

@@ -526,21 +526,31 @@ def converted_model_path(dat_path=None) -> Path:
     """
     if dat_path is None:
         source = registry.verified_path(MODEL_NAME)
+        digest = registry.get_spec(MODEL_NAME).sha256  # what verified_path just checked
     else:
         source = Path(dat_path)
         if not source.is_file():
             raise ModelError(f"dlib network file {source} does not exist")
-    digest = registry.sha256_file(source)
+        digest = registry.sha256_file(source)
     cache = registry.cache_dir()
     target = cache / f"{MODEL_NAME}-{digest[:16]}.onnx"
     if target.is_file():
         return target
     model = convert(source)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
+    try:
+        _write_atomically(model.SerializeToString(), target)
+    except OSError as exc:
+        raise ModelError(f"cannot write the converted model to {cache} ({exc.strerror}); "
+                         "set MOBILEFACE_CACHE to a writable folder") from None
+    return target
+
+
+def _write_atomically(data: bytes, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o644)
-            fh.write(model.SerializeToString())
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -550,4 +560,3 @@ def converted_model_path(dat_path=None) -> Path:
         except OSError:
             pass
         raise
-    return target
