@@ -155,3 +155,14 @@ def test_trailing_bytes_and_garbage_raise_model_error(model_path, tmp_path):
         load_shape_predictor(path)
     with pytest.raises(ModelError):
         load_shape_predictor(tmp_path / "missing.dat")
+
+
+def test_landmark_stage_gives_the_same_points_either_way(astronaut_bgr):
+    """The stage runs dlib below BATCH_FROM faces and our predictor from there on."""
+    from mobileface.detect import create_detector
+    from mobileface.landmarks import Landmarks68
+
+    faces = create_detector("retinaface").detect(astronaut_bgr)[[0, 0, 0, 0, 0]]
+    one_by_one = Landmarks68(batch_from=100)(astronaut_bgr, faces).landmarks68.copy()
+    batched = Landmarks68(batch_from=1)(astronaut_bgr, faces).landmarks68
+    np.testing.assert_array_equal(one_by_one, batched)
