@@ -34,7 +34,7 @@ def resolve_stages(names: Iterable[str]) -> list[str]:
     return [s for s in STAGES if s in wanted]
 
 
-def build_stage(name: str, runtime: RuntimeConfig) -> Stage:
+def build_stage(name: str, runtime: RuntimeConfig, embedder=None) -> Stage:
     if name == "landmarks":
         from .landmarks import Landmarks68
         return Landmarks68()
@@ -48,8 +48,8 @@ def build_stage(name: str, runtime: RuntimeConfig) -> Stage:
         from .quality import Quality
         return Quality()
     if name == "embed":
-        from .embed import DlibEmbedder
-        return DlibEmbedder(runtime)
+        from .embed import create_embedder
+        return create_embedder(embedder, runtime)
     raise ValueError(f"unknown stage {name!r}")
 
 
@@ -66,11 +66,13 @@ class FaceAnalyzer:
     providers: onnxruntime providers in order of preference ("cpu", "cuda", ...).
     threads: onnxruntime intra-op threads (0 = onnxruntime's default).
     stages: which per-face stages to run (their prerequisites are added).
+    embedder: the embedding model (see :func:`mobileface.embed.create_embedder`;
+        None is dlib's ResNet).
     """
 
     def __init__(self, detector: str = "retinaface", det_size: int = 640,
                  det_threshold: float | None = None, providers: Sequence[str] = ("cpu",),
-                 threads: int = 0, stages: Iterable[str] = STAGES):
+                 threads: int = 0, stages: Iterable[str] = STAGES, embedder=None):
         self.runtime = RuntimeConfig(providers=tuple(providers), intra_op_threads=threads)
         options: dict = {"runtime": self.runtime}
         if det_threshold is not None:
@@ -78,7 +80,7 @@ class FaceAnalyzer:
         if detector == "retinaface":
             options["input_size"] = det_size
         self.detector = create_detector(detector, **options)
-        self.stages = [build_stage(name, self.runtime) for name in resolve_stages(stages)]
+        self.stages = [build_stage(name, self.runtime, embedder) for name in resolve_stages(stages)]
         active = sorted(set(ACTIVE_PROVIDERS.values()))
         log.info("detector %s; stages %s; onnxruntime running on %s", detector,
                  ", ".join(s.name for s in self.stages), ", ".join(active))

@@ -14,8 +14,9 @@ import logging
 
 import numpy as np
 
+from . import registry
 from .align import dlib_chips
-from .convert.dlib_resnet import converted_model_path
+from .convert.dlib_resnet import MODEL_NAME, converted_model_path
 from .errors import ModelError
 from .image import dlib_net_blob
 from .runtime import RuntimeConfig, create_session
@@ -29,7 +30,21 @@ DISTANCE_THRESHOLD = 0.6
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
+#: the spec name of the default embedder
+DEFAULT_EMBEDDER = "dlib"
 
+
+def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
+    """The embedding stage for ``spec``: None or "dlib" is dlib's ResNet (the default).
+
+    Every embedder is a :class:`Stage` named "embed" that fills ``embedding``
+    and has a ``model_id`` string naming the model that made its embeddings
+    (stored with each facebank row, so that embeddings of different models are
+    never compared).
+    """
+    if spec is None or spec == DEFAULT_EMBEDDER:
+        return DlibEmbedder(runtime)
+    raise ValueError(f"unknown embedder {spec!r}; available: {DEFAULT_EMBEDDER}")
 
 
 class DlibEmbedder(Stage):
@@ -41,6 +56,8 @@ class DlibEmbedder(Stage):
 
     def __init__(self, runtime: RuntimeConfig | None = None):
         runtime = runtime or RuntimeConfig()
+        #: names the model whose embeddings this stage makes (source file's sha256)
+        self.model_id = f"{MODEL_NAME}:{registry.get_spec(MODEL_NAME).sha256[:16]}"
         self.model_path = converted_model_path()
         try:
             self.session = create_session(str(self.model_path), runtime, "embed")
