@@ -1,4 +1,4 @@
-"""Command line: ``python -m mobileface analyze|verify|models``."""
+"""Command line: ``python -m mobileface analyze|verify|models|facebank``."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Sequence
 
+from .appkit import add_logging_options, add_model_options, analyzer_options, configure_logging
+from . import facebank_cli
 from .errors import MobileFaceError
 
 log = logging.getLogger("mobileface")
@@ -16,26 +18,11 @@ log = logging.getLogger("mobileface")
 SAME_PERSON_DISTANCE = 0.6  # == embed.DISTANCE_THRESHOLD, without importing onnx at start-up
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--detector", choices=("retinaface", "mtcnn"), default="retinaface",
-                        help="face detector (default: retinaface)")
-    parser.add_argument("--det-size", type=int, default=640,
-                        help="RetinaFace input size, longer image side in px (default: 640)")
-    parser.add_argument("--det-threshold", type=float, default=None,
-                        help="minimum detection score (default: the detector's own)")
-    parser.add_argument("--providers", default="cpu",
-                        help="onnxruntime providers in order of preference, comma-separated "
-                             "(e.g. cuda,cpu; default: cpu)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="onnxruntime intra-op threads (default: 0 = onnxruntime decides)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mobileface",
                                      description="Face detection, landmarks, pose, attributes "
                                                  "and embeddings on images.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    add_logging_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     analyze = sub.add_parser("analyze", help="analyse the faces in images")
@@ -44,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print one JSON object per image (JSON Lines) instead of a table")
     analyze.add_argument("--no-embedding", action="store_true",
                          help="leave the 128-d embedding out of the JSON")
-    _add_model_options(analyze)
+    add_model_options(analyze)
 
     verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
     verify.add_argument("image_a")
@@ -53,20 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"same person below this embedding distance "
                              f"(default: {SAME_PERSON_DISTANCE})")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
-    _add_model_options(verify)
+    add_model_options(verify)
 
     models = sub.add_parser("models", help="list the models, their sources, licences and status")
     models.add_argument("--json", action="store_true", help="print JSON")
+
+    facebank_cli.add_parser(sub)
     return parser
 
 
 def _analyzer(args, stages=None):
     from .analyzer import STAGES, FaceAnalyzer
 
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    return FaceAnalyzer(detector=args.detector, det_size=args.det_size,
-                        det_threshold=args.det_threshold, providers=providers,
-                        threads=args.threads, stages=stages or STAGES)
+    return FaceAnalyzer(stages=stages or STAGES, **analyzer_options(args))
 
 
 def cmd_analyze(args) -> int:
@@ -156,24 +142,12 @@ def cmd_models(args) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
-def _configure_logging(level: int, verbose: bool) -> None:
-    """Log our messages as one line each on the current stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mobileface: %(message)s"))
-    log.handlers = [handler]
-    log.propagate = False
-    log.setLevel(level)
-    # Per-session provider lines are debug detail; warnings still show.
-    logging.getLogger("mobileface.runtime").setLevel(logging.DEBUG if verbose
-                                                     else max(level, logging.WARNING))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(logging.DEBUG if args.verbose else logging.ERROR if args.quiet
-                       else logging.INFO, args.verbose)
-    commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models}
+    configure_logging(args)
+    commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models,
+                "facebank": facebank_cli.run}
     try:
         return commands[args.command](args)
     except (MobileFaceError, ValueError) as exc:

@@ -1,0 +1,137 @@
+"""Turning enrolment photos into embeddings: one face per photo, with its quality.
+
+Photos may be ordinary pictures or face crops that are already aligned (the
+chips ``take_pic`` saves, or crops such as LFW-Aligned's 100x100 faces). A
+crop that fills the whole picture is often missed by a detector trained on
+faces with surroundings, so when a small picture shows no face it is padded
+with a grey border and searched again.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .align import dlib_chips
+from .errors import MobileFaceError
+from .image import read_image, to_bgr8
+
+log = logging.getLogger(__name__)
+
+#: pictures whose longer side is at most this many pixels may be aligned crops
+CROP_MAX_SIDE = 400
+#: the border added around such a crop, as a fraction of its size
+CROP_BORDER = 0.5
+#: the aligned face saved by enrolment: a dlib chip with room around the face
+#: so that the detector finds it again when the facebank is imported
+SAVED_CHIP_SIZE = 256
+SAVED_CHIP_PADDING = 0.6
+
+
+class EnrolError(MobileFaceError):
+    """A picture cannot be enrolled (no face, several faces, unreadable)."""
+
+
+#: the least quality an enrolment photo should have (see quality.py)
+MIN_ENROL_QUALITY = 0.35
+#: the least each quality part may be for enrolment (frontal 0.4: yaw within about 35 degrees)
+PART_MINIMUMS = {"sharpness": 0.25, "frontal": 0.4, "size": 0.3, "brightness": 0.3,
+                 "eyes_open": 0.3}
+#: why a part of the quality score is low, for messages
+_PROBLEMS = {"sharpness": "blurred", "frontal": "turned away from the camera",
+             "size": "too small", "eyes_open": "eyes closed", "brightness": "too dark or too bright",
+             "mouth_closed": "mouth wide open"}
+
+
+@dataclass
+class EnrolFace:
+    embedding: np.ndarray  # (D,) float32, as the embedder made it
+    quality: float
+    score: float
+    box: np.ndarray        # (4,) in the picture's pixels
+    chip: np.ndarray       # the aligned face to save (SAVED_CHIP_SIZE square, BGR)
+    parts: dict[str, float] = field(default_factory=dict)  # quality parts (quality.py)
+    pose: np.ndarray | None = None  # yaw, pitch, roll in degrees
+
+    def jpeg(self) -> bytes:
+        """The aligned face as JPEG bytes, as enrolment saves it in the facebank folder."""
+        ok, data = cv2.imencode(".jpg", self.chip, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise EnrolError("cannot encode the aligned face")
+        return data.tobytes()
+
+    def problem(self, min_quality: float = MIN_ENROL_QUALITY) -> str | None:
+        """Why this face is not good enough to enrol (None when it is).
+
+        The quality score must reach ``min_quality`` and no part may be
+        below its own minimum (:data:`PART_MINIMUMS`): a sharp, frontal face
+        with a badly blurred copy beside it must not pass on its other merits.
+        """
+        low = {k: v for k, v in self.parts.items() if v < PART_MINIMUMS.get(k, 0.0)}
+        if not low and self.quality >= min_quality:
+            return None
+        part = min(low or self.parts, key=(low or self.parts).get) if self.parts else None
+        if part is None:
+            return f"quality {self.quality:.2f} is below {min_quality:.2f}"
+        reason = _PROBLEMS.get(part, part)
+        if part == "frontal" and self.pose is not None:
+            reason += f" (yaw {self.pose[0]:+.0f}, pitch {self.pose[1]:+.0f} degrees)"
+        return f"the face is {reason} ({part} {self.parts[part]:.2f}, quality {self.quality:.2f})"
+
+
+class FaceEnroller:
+    """Embeds enrolment pictures with an analyzer that runs quality and embed."""
+
+    def __init__(self, analyzer=None):
+        if analyzer is None:
+            from .analyzer import FaceAnalyzer
+            analyzer = FaceAnalyzer(stages=("quality", "embed"))
+        embedders = [s for s in analyzer.stages if s.name == "embed"]
+        if not embedders:
+            raise ValueError("the analyzer must run the embed stage")
+        self.analyzer = analyzer
+        self.model_id: str = embedders[0].model_id
+        #: the embedder's recognition threshold (cosine similarity)
+        self.threshold: float = embedders[0].threshold
+
+    def _faces(self, image: np.ndarray):
+        faces = self.analyzer.analyze(image)
+        offset = np.zeros(2, np.float32)
+        if len(faces) == 0 and max(image.shape[:2]) <= CROP_MAX_SIDE:
+            border = int(round(CROP_BORDER * max(image.shape[:2])))
+            padded = cv2.copyMakeBorder(image, border, border, border, border,
+                                        cv2.BORDER_CONSTANT, value=(128, 128, 128))
+            faces = self.analyzer.analyze(padded)
+            if len(faces):
+                image, offset = padded, np.full(2, border, np.float32)
+        return faces, image, offset
+
+    def embed_image(self, image: np.ndarray, label: str = "image",
+                    several: str = "refuse") -> EnrolFace:
+        """The one face of a picture.
+
+        several: what to do when the picture shows more than one face:
+            "refuse" raises EnrolError, "best" keeps the highest-scoring one.
+        """
+        if several not in ("refuse", "best"):
+            raise ValueError(f"several must be 'refuse' or 'best', got {several!r}")
+        image = to_bgr8(image, label)
+        faces, searched, offset = self._faces(image)
+        if len(faces) == 0:
+            raise EnrolError(f"{label}: no face found")
+        if len(faces) > 1 and several == "refuse":
+            raise EnrolError(f"{label}: {len(faces)} faces found, expected one")
+        best = int(np.argmax(faces.scores))
+        chip = dlib_chips(searched, faces.landmarks68[best:best + 1], SAVED_CHIP_SIZE,
+                          SAVED_CHIP_PADDING)[0]
+        parts = {k: float(v[best]) for k, v in faces.extra.items() if np.ndim(v) == 1}
+        return EnrolFace(embedding=faces.embedding[best].astype(np.float32),
+                         quality=float(faces.quality[best]), score=float(faces.scores[best]),
+                         box=faces.boxes[best] - np.tile(offset, 2), chip=chip, parts=parts,
+                         pose=faces.pose[best].copy())
+
+    def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
+        return self.embed_image(read_image(path), str(path), several)
