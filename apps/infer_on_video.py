@@ -1,0 +1,188 @@
+"""Recognise faces in a video, a camera or a stream; write an annotated copy and events.
+
+    python apps/infer_on_video.py -f in.mp4 -s out.mp4
+    python apps/infer_on_video.py -f in.mp4 -s out.mp4 --events events.jsonl -c
+    python apps/infer_on_video.py -f 0 -s camera.mp4          # camera 0 (live)
+    python apps/infer_on_video.py -f rtsp://host/stream --events events.jsonl
+
+Exit status: 0 when the whole source was processed, 1 when the run stopped on
+an error (the output written so far is finalised and plays, the events file is
+complete up to the failure), 2 for bad arguments or setup, 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from mobileface.appkit import (add_facebank_option, add_logging_options,  # noqa: E402
+                               add_model_options, configure_logging, default_facebank, log,
+                               providers, Progress)
+from mobileface.errors import MobileFaceError  # noqa: E402
+
+#: RetinaFace input size for video: the longer frame side is scaled to this
+VIDEO_DET_SIZE = 480
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python apps/infer_on_video.py",
+        description="Detect, track, recognise and describe faces in a video, camera or stream.")
+    parser.add_argument("-f", "--file", required=True, metavar="SOURCE",
+                        help="a video file, a camera index (0) or a stream URL (rtsp://, http://)")
+    parser.add_argument("-s", "--save", metavar="OUT",
+                        help="write the annotated video here (.mp4, .avi, .mkv, .mov)")
+    parser.add_argument("-th", "--threshold", type=float, default=None,
+                        help="cosine similarity a match must reach (default: the embedder's, "
+                             "0.92 for dlib)")
+    parser.add_argument("--margin", type=float, default=0.03,
+                        help="how much the best match must beat the next person (default: 0.03)")
+    parser.add_argument("-u", "--update", action="store_true",
+                        help="update the facebank from its folders before the run")
+    parser.add_argument("-c", "--score", action="store_true", help="show similarity scores")
+    parser.add_argument("-b", "--begin", type=float, default=0.0,
+                        help="start this many seconds into the video (default: 0)")
+    parser.add_argument("-d", "--duration", type=float, default=None,
+                        help="process this many seconds (default: to the end)")
+    add_facebank_option(parser)
+    parser.add_argument("--events", metavar="JSONL",
+                        help="write one JSON line per finished track here")
+    parser.add_argument("--crops", metavar="DIR",
+                        help="where best-shot crops go (default: beside the events file)")
+    parser.add_argument("--no-recognition", action="store_true",
+                        help="attributes only: no embeddings, no names, no facebank needed")
+    parser.add_argument("--landmarks", action="store_true", help="draw the 68 points")
+    parser.add_argument("--pose-axes", action="store_true", help="draw head-pose axes")
+    parser.add_argument("--reconnect", type=int, default=5, metavar="N",
+                        help="camera or stream: reconnection attempts before giving up "
+                             "(default: 5)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_options(parser, det_size=VIDEO_DET_SIZE)
+    add_logging_options(parser)
+    return parser
+
+
+def _validate(args) -> None:
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
+                              f"got {args.threshold}")
+    if args.no_recognition and args.update:
+        raise MobileFaceError("-u/--update needs recognition; drop --no-recognition")
+    if not args.save and not args.events:
+        log.warning("neither -s/--save nor --events given: only the summary will be printed")
+
+
+def _facebank(args, pipeline):
+    """The facebank to match against (updated from its folders with -u), or None."""
+    from mobileface.enrol import FaceEnroller
+    from mobileface.facebank import Facebank
+
+    folder = Path(args.facebank or default_facebank())
+    if not folder.is_dir():
+        if args.facebank or args.update:
+            raise MobileFaceError(f"no facebank folder {folder}")
+        log.warning("no facebank at %s: every face will be Unknown "
+                    "(enrol people with apps/take_pic.py)", folder)
+        return None
+    bank = Facebank(folder, outlier_threshold=pipeline.threshold)
+    if args.update:
+        enrol = FaceEnroller(pipeline.analyzer)
+
+        def embed(path):
+            face = enrol.embed_file(path)
+            return face.embedding, face.quality
+
+        report = bank.import_folder(embed, enrol.model_id)
+        log.info("facebank updated: %d people, %d picture(s) embedded, %d unchanged, "
+                 "%d skipped", len(bank.names()), len(report.added), report.kept,
+                 len(report.skipped))
+    if not bank.names():
+        log.warning("the facebank %s is empty: every face will be Unknown", folder)
+    return bank
+
+
+def run(args) -> int:
+    from mobileface.draw import Overlay, OverlayOptions
+    from mobileface.pipeline import FacePipeline, PipelineConfig
+    from mobileface.runner import EventsSink, VideoFileSink, VideoRunner
+    from mobileface.runtime import ACTIVE_PROVIDERS
+    from mobileface.video import VideoSource
+
+    _validate(args)
+    source = VideoSource(args.file, begin=args.begin, duration=args.duration,
+                         reconnect_attempts=args.reconnect)
+    sinks = []
+    try:
+        config = PipelineConfig(detector=args.detector, det_size=args.det_size,
+                                det_threshold=args.det_threshold, providers=tuple(providers(args)),
+                                threads=args.threads, embedder=args.embedder,
+                                recognition=not args.no_recognition, threshold=args.threshold,
+                                margin=args.margin)
+        pipeline = FacePipeline(config)
+        if not args.no_recognition:
+            facebank = _facebank(args, pipeline)
+            if facebank is not None:
+                pipeline.set_facebank(facebank)
+        overlay = Overlay(OverlayOptions(show_scores=args.score, landmarks=args.landmarks,
+                                         pose_axes=args.pose_axes))
+        if args.save:
+            sinks.append(VideoFileSink(args.save, source.fps, (source.width, source.height),
+                                       overlay))
+        if args.events:
+            sinks.append(EventsSink(args.events, args.crops, source=str(args.file)))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        source.close()
+        raise
+    progress = Progress(source.expected_frames, enabled=not args.no_progress)
+    runner = VideoRunner(source, pipeline, sinks, on_progress=progress.update)
+    stats = runner.run()
+    progress.close()
+
+    named = ", ".join(f"{name} ({count})" for name, count in sorted(stats.identities.items())
+                      if name != "Unknown") or "nobody"
+    device = ", ".join(sorted(set(ACTIVE_PROVIDERS.values()))) or "n/a"
+    parts = [f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps, "
+             f"onnxruntime on {device})", f"{stats.tracks} tracks"]
+    if not args.no_recognition:
+        parts.append(f"named: {named}")
+    if stats.dropped:
+        parts.append(f"{stats.dropped} frames dropped")
+    if stats.reconnects:
+        parts.append(f"{stats.reconnects} reconnects")
+    if args.save:
+        parts.append(f"video {args.save}")
+    if args.events:
+        parts.append(f"events {args.events}")
+    print("done: " + "; ".join(parts), flush=True)
+    if stats.interrupted:
+        log.error("interrupted: the output so far is saved")
+        return 130
+    if stats.error:
+        log.error("error: %s (the output so far is saved)", stats.error)
+        return 1
+    if stats.truncated:
+        log.error("error: %s ended early: the file is truncated or corrupt "
+                  "(the output so far is saved)", args.file)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
+    try:
+        return run(args)
+    except (MobileFaceError, ValueError) as exc:
+        log.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

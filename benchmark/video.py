@@ -1,0 +1,173 @@
+"""End-to-end video speed: our pipeline against the floor and face_recognition, in one run.
+
+    python benchmark/video.py [--video PATH] [--json-out video.json]
+
+On ../shared/data/mobileface/friends1.mp4 (720p) by default. Three figures,
+measured one after the other in the same process:
+
+* floor: OpenCV decoding the file and re-encoding every frame, nothing else;
+* ours: apps/infer_on_video.py's defaults with every stage on (detect, track,
+  68 points, pose, quality every frame; alignment, age/gender and embeddings
+  per track; recognition against a facebank of two people; boxes, labels,
+  68 points and pose axes drawn; the annotated video and the events written),
+  through the same reader/inference/writer threads as the app;
+* face_recognition: that package's per-frame pipeline (face_locations then
+  face_encodings on every frame), when it is installed. It needs no compiler:
+  ``pip install --no-deps face_recognition==1.3.0`` (dlib-bin provides dlib).
+
+Model loading is not timed. Prints a table, then one JSON line (also written
+to --json-out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from common import DATA  # puts the repo on sys.path
+from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
+from mobileface.enrol import FaceEnroller  # noqa: E402
+from mobileface.facebank import Facebank  # noqa: E402
+from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
+from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
+from mobileface.video import VideoSource  # noqa: E402
+
+DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
+ENROL = {"Barack Obama": "face_recognition/obama.jpg",
+         "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
+APP_DET_SIZE = 480  # apps/infer_on_video.py's default
+
+
+def floor_fps(video: Path, out: Path) -> tuple[float, int]:
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    frames = 0
+    start = time.perf_counter()
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        writer.write(frame)
+        frames += 1
+    writer.release()
+    capture.release()
+    return frames / (time.perf_counter() - start), frames
+
+
+def ours_fps(video: Path, workdir: Path, det_size: int, threads: int) -> dict:
+    bank_dir = workdir / "facebank"
+    for name, relative in ENROL.items():
+        if (DATA / relative).is_file():
+            (bank_dir / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(DATA / relative, bank_dir / name)
+    config = PipelineConfig(det_size=det_size, threads=threads)
+    pipeline = FacePipeline(config)
+    bank = Facebank(bank_dir, outlier_threshold=pipeline.threshold)
+    enrol = FaceEnroller(pipeline.analyzer)
+    bank.import_folder(lambda p: (lambda f: (f.embedding, f.quality))(enrol.embed_file(p)),
+                       enrol.model_id)
+    pipeline.set_facebank(bank)
+    source = VideoSource(video)
+    overlay = Overlay(OverlayOptions(show_scores=True, landmarks=True, pose_axes=True))
+    sinks = [VideoFileSink(workdir / "ours.mp4", source.fps, (source.width, source.height),
+                           overlay),
+             EventsSink(workdir / "events.jsonl")]
+    totals: dict[str, float] = {}
+    per_track = [0]
+
+    def on_result(frame, result):
+        for key, seconds in result.timings.items():
+            totals[key] = totals.get(key, 0.0) + seconds
+        per_track[0] += result.recognised
+
+    stats = VideoRunner(source, pipeline, sinks, on_result=on_result).run()
+    if stats.error:
+        raise SystemExit(f"benchmark: the run failed: {stats.error}")
+    return {"fps": stats.fps, "frames": stats.frames, "tracks": stats.tracks,
+            "per_track_runs": per_track[0], "people_enrolled": len(bank.names()),
+            "stage_ms": {k: round(1000 * v / max(stats.frames, 1), 2) for k, v in totals.items()}}
+
+
+def face_recognition_fps(video: Path, limit: int) -> dict | None:
+    if limit <= 0:
+        return None
+    try:
+        import face_recognition
+    except ImportError:
+        return None
+    capture = cv2.VideoCapture(str(video))
+    frames, faces = 0, 0
+    start = time.perf_counter()
+    while frames < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        locations = face_recognition.face_locations(rgb)
+        faces += len(face_recognition.face_encodings(rgb, locations))
+        frames += 1
+    capture.release()
+    seconds = time.perf_counter() - start
+    return {"fps": frames / seconds, "frames": frames, "faces": faces}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    parser.add_argument("--det-size", type=int, default=APP_DET_SIZE,
+                        help=f"RetinaFace input size (default: the app's, {APP_DET_SIZE})")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
+    parser.add_argument("--fr-frames", type=int, default=60,
+                        help="frames face_recognition is timed on (it is slow; default 60; "
+                             "0 skips it)")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+    video = Path(args.video)
+    if not video.is_file():
+        raise SystemExit(f"benchmark: no video at {video}")
+
+    with tempfile.TemporaryDirectory(prefix="mobileface-bench-") as tmp:
+        workdir = Path(tmp)
+        floor, frames = floor_fps(video, workdir / "floor.mp4")
+        ours = ours_fps(video, workdir, args.det_size, args.threads)
+        theirs = face_recognition_fps(video, args.fr_frames)
+
+    capture = cv2.VideoCapture(str(video))
+    size = f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
+    capture.release()
+    print(f"video: {video.name} {size}, {frames} frames; cpu cores: {os.cpu_count()}")
+    print(f"{'pipeline':<58} {'fps':>7}")
+    print(f"{'floor: OpenCV decode + encode only':<58} {floor:7.1f}")
+    print(f"{'ours: every stage, tracking, recognition, overlays, output':<58} {ours['fps']:7.1f}")
+    if theirs is None:
+        print(f"{'face_recognition per frame':<58} {'n/a':>7}  (not installed, or skipped)")
+    else:
+        print(f"{'face_recognition: locations + encodings every frame':<58} {theirs['fps']:7.1f}"
+              f"  ({theirs['frames']} frames)")
+    print(f"ours / floor = {ours['fps'] / floor:.2f}; " +
+          (f"ours / face_recognition = {ours['fps'] / theirs['fps']:.1f}x; " if theirs else "") +
+          f"{ours['tracks']} tracks, {ours['per_track_runs']} per-track runs in {ours['frames']} "
+          f"frames")
+    print("inference ms/frame: " + ", ".join(f"{k} {v}" for k, v in ours["stage_ms"].items()))
+    result = {"benchmark": "video", "video": video.name, "size": size, "frames": frames,
+              "cpu_count": os.cpu_count(), "det_size": args.det_size,
+              "floor_fps": round(floor, 2), "ours_fps": round(ours["fps"], 2),
+              "face_recognition_fps": round(theirs["fps"], 2) if theirs else None,
+              "ours": ours, "face_recognition": theirs}
+    print(json.dumps(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The apps end to end on ../shared/data: enrol with take_pic, recognise with infer_on_video."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import cv2
+import pytest
+
+from conftest import ROOT, shared_file
+from mobileface.cli import main as cli_main
+
+LIN = "Lin-Manuel Miranda"
+OBAMA = "Barack Obama"
+
+
+def _app(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "apps" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+infer = _app("infer_on_video")
+take_pic = _app("take_pic")
+
+
+def _frames(path) -> tuple[int, float]:
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count, fps
+
+
+def _events(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def facebank(tmp_path_factory):
+    """Lin-Manuel Miranda and Barack Obama, enrolled with take_pic from their photos."""
+    bank = tmp_path_factory.mktemp("facebank")
+    assert take_pic.main(["-q", "-n", LIN, "--image",
+                          str(shared_file("face_recognition/lin-manuel-miranda.png")),
+                          "--facebank", str(bank)]) == 0
+    assert take_pic.main(["-q", "-n", OBAMA, "--image",
+                          str(shared_file("face_recognition/obama.jpg")),
+                          "--facebank", str(bank)]) == 0
+    return bank
+
+
+@pytest.fixture(scope="module")
+def hamilton():
+    return shared_file("face_recognition/short_hamilton_clip.mp4")
+
+
+@pytest.fixture(scope="module")
+def full_run(facebank, hamilton, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = infer.main(["-q", "-f", str(hamilton), "-s", str(out / "out.mp4"),
+                       "--events", str(out / "events.jsonl"), "--facebank", str(facebank),
+                       "-c", "--landmarks", "--pose-axes"])
+    return code, out
+
+
+def test_take_pic_saves_the_aligned_face_and_the_embedding(facebank, capsys):
+    people = {p.name: p for p in __import__("mobileface.facebank", fromlist=["x"])
+              .Facebank(facebank).people()}
+    assert set(people) == {LIN, OBAMA} and people[LIN].images == 1
+    saved = list((facebank / LIN).glob("*.jpg"))
+    assert len(saved) == 1
+    chip = cv2.imread(str(saved[0]))
+    assert chip.shape == (256, 256, 3)
+    assert cli_main(["facebank", "list", "--json", "--facebank", str(facebank)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {p["name"] for p in listed} == {LIN, OBAMA}
+
+
+def test_his_track_carries_his_name_and_nobody_else_is_labelled_him(full_run, hamilton):
+    code, out = full_run
+    assert code == 0
+    events = _events(out / "events.jsonl")
+    his = [e for e in events if e["identity"] == LIN]
+    # him on stage (frames 0-19) and in close-up (83-210); nobody else carries his name
+    assert his and all(e["first_frame"] >= 83 and e["last_frame"] <= 210 or
+                       e["last_frame"] <= 19 for e in his)
+    assert any(e["first_frame"] <= 90 and e["last_frame"] >= 200 for e in his)
+    assert all(e["similarity"] >= 0.92 for e in his)
+    for event in events:
+        assert {"track_id", "identity", "similarity", "first_frame", "last_frame", "first_time",
+                "last_time", "age", "gender", "best_shot", "pose_range"} <= set(event)
+        assert event["first_frame"] <= event["last_frame"]
+        assert set(event["pose_range"]) == {"yaw", "pitch", "roll"}
+        crop = cv2.imread(event["best_shot"])
+        assert crop is not None and crop.size > 0
+    assert len({e["track_id"] for e in events}) == len(events)
+
+
+def test_the_output_has_the_input_frames_and_fps_and_plays(full_run, hamilton):
+    _, out = full_run
+    assert _frames(out / "out.mp4") == _frames(hamilton)
+
+
+def test_the_summary_line(facebank, hamilton, tmp_path, capsys):
+    assert infer.main(["-q", "-f", str(hamilton), "-b", "3", "-d", "2", "-s",
+                       str(tmp_path / "part.mp4"), "--facebank", str(facebank)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("done: 60 frames") and "fps" in line and "tracks" in line
+    count, fps = _frames(tmp_path / "part.mp4")
+    assert count == 60 and fps == pytest.approx(29.97, abs=0.01)
+
+
+def test_attributes_only_without_a_facebank(hamilton, tmp_path):
+    events = tmp_path / "events.jsonl"
+    assert infer.main(["-q", "-f", str(hamilton), "-b", "4", "-d", "1", "--no-recognition",
+                       "--events", str(events), "--facebank", str(tmp_path / "none")]) == 0
+    records = _events(events)
+    assert records and all(r["identity"] is None and r["age"] is not None for r in records)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.mp4", "no such file"),
+    (lambda d: (d / "noise.mp4").write_bytes(b"\x00\x01" * 3000) and d / "noise.mp4",
+     "not a readable video"),
+    (lambda d: "57", "camera 57 cannot be opened"),
+])
+def test_bad_sources_exit_with_one_line(make, message, tmp_path, capsys):
+    assert infer.main(["-f", str(make(tmp_path)), "-s", str(tmp_path / "o.mp4"),
+                       "--no-recognition"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_output_that_cannot_be_written(hamilton, tmp_path, capsys):
+    assert infer.main(["-f", str(hamilton), "-s", str(tmp_path / "nope" / "o.mp4"),
+                       "--no-recognition"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert infer.main(["-f", str(hamilton), "--events", str(tmp_path),
+                       "--no-recognition"]) == 2
+
+
+def test_a_file_that_breaks_off_keeps_what_was_written(hamilton, tmp_path, capsys):
+    # an AVI copy of 100 frames, cut in the middle of its data
+    capture = cv2.VideoCapture(str(hamilton))
+    full = tmp_path / "copy.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 29.97, (640, 360))
+    for _ in range(100):
+        writer.write(capture.read()[1])
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    assert infer.main(["-q", "-f", str(cut), "-s", str(out), "--events", str(events),
+                       "--no-recognition"]) == 1
+    assert "truncated or corrupt" in capsys.readouterr().err
+    written, _ = _frames(out)
+    assert 20 < written < 100                 # finalised: it plays up to the break
+    assert _events(events)                     # complete JSON lines up to the break
+
+
+def test_a_stream_that_disconnects_keeps_what_was_written(tmp_path, capsys, hamilton):
+    from mjpeg_server import MjpegServer
+
+    capture = cv2.VideoCapture(str(hamilton))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 100)
+    frames = [capture.read()[1] for _ in range(40)]
+    out, events = tmp_path / "live.mp4", tmp_path / "live.jsonl"
+    with MjpegServer(frames, frames_per_connection=40, connections=1, interval=0.04) as server:
+        code = infer.main(["-q", "-f", server.url, "-s", str(out), "--events", str(events),
+                           "--no-recognition", "--reconnect", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "disconnected and could not be reopened" in err
+    written, _ = _frames(out)
+    assert 10 <= written <= 40
+    records = _events(events)
+    assert records and all(r["gender"] == "male" for r in records if r["frames"] > 10)
+
+
+def test_take_pic_refuses_unsafe_names_and_missing_photos(tmp_path, capsys):
+    photo = str(shared_file("face_recognition/obama.jpg"))
+    for name in ("../evil", "a/b", ".."):
+        assert take_pic.main(["-n", name, "--image", photo, "--facebank", str(tmp_path)]) == 2
+    assert not (tmp_path.parent / "evil").exists() and not (tmp_path / "a").exists()
+    assert take_pic.main(["-n", "Nobody", "--image", str(tmp_path / "missing.jpg"),
+                          "--facebank", str(tmp_path)]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert take_pic.main(["-n", "X", "--no-window", "--facebank", str(tmp_path)]) == 2
+
+
+def test_take_pic_keeps_the_most_confident_of_several_faces(tmp_path):
+    assert take_pic.main(["-q", "-n", "Group", "--image",
+                          str(shared_file("face_recognition/two_people.jpg")),
+                          "--facebank", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "Group").glob("*.jpg"))) == 1
+
+
+def test_take_pic_refuses_a_blurred_face_and_says_why(tmp_path, capsys):
+    photo = cv2.imread(str(shared_file("face_recognition/obama.jpg")))
+    blurred = tmp_path / "blurred.jpg"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(photo, (0, 0), 6))
+    assert take_pic.main(["-n", "Blur", "--image", str(blurred),
+                          "--facebank", str(tmp_path / "bank")]) == 1
+    assert "blurred" in capsys.readouterr().err
+
+
+def test_take_pic_from_a_video_without_a_window(tmp_path, hamilton):
+    assert take_pic.main(["-q", "-n", LIN, "-f", str(hamilton), "--auto", "--no-window",
+                          "--facebank", str(tmp_path)]) == 0
+    assert len(list((tmp_path / LIN).glob("*.jpg"))) == 1
+
+
+def test_facebank_commands(facebank, tmp_path, capsys):
+    bank = tmp_path / "bank"
+    photo = shared_file("face_recognition/biden.jpg")
+    assert cli_main(["-q", "facebank", "add", "Joe", str(photo), "--facebank", str(bank)]) == 0
+    assert (bank / "Joe").is_dir()
+    assert cli_main(["-q", "facebank", "rename", "Joe", "Joe Biden", "--facebank",
+                     str(bank)]) == 0
+    assert cli_main(["-q", "facebank", "rename", "Joe", "X", "--facebank", str(bank)]) == 2
+    assert cli_main(["-q", "facebank", "remove", "Joe Biden", "--facebank", str(bank)]) == 0
+    assert cli_main(["-q", "facebank", "remove", "../x", "--facebank", str(bank)]) == 2
+    err = capsys.readouterr().err
+    assert "no person named 'Joe'" in err and "Traceback" not in err
+
+
+def test_import_and_calibrate_on_a_folder_per_person_set(tmp_path, capsys):
+    import shutil
+
+    train = shared_file("face_recognition/knn_examples/train/obama/obama.jpg").parent.parent
+    bank = tmp_path / "bank"
+    shutil.copytree(train, bank)
+    shutil.copy(shared_file("face_recognition/two_people.jpg"), bank / "biden" / "group.jpg")
+    assert cli_main(["facebank", "import", "--facebank", str(bank)]) == 0
+    captured = capsys.readouterr()
+    assert "group.jpg" in captured.err          # skipped with a warning naming it
+    assert "5 people" in captured.out
+    assert cli_main(["facebank", "calibrate", "--json", "--facebank", str(bank)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["genuine_pairs"] == 4 and result["impostor_pairs"] > 10
+    assert result["false_accept_rate"] == 0 and result["false_reject_rate"] == 0
+    assert 0.8 < result["threshold"] < 1.0
+
+
+def test_help_needs_no_models(capsys):
+    for app in (infer, take_pic):
+        with pytest.raises(SystemExit) as done:
+            app.main(["--help"])
+        assert done.value.code == 0
+    assert "facebank" in capsys.readouterr().out
+
+
+def test_apps_run_as_scripts(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "apps" / "infer_on_video.py"), "-f",
+                           str(tmp_path / "missing.mp4")], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"mobileface: error: {tmp_path / 'missing.mp4'}: no such file"
