@@ -106,17 +106,23 @@ class LabelAnnotator:
 
 
 class LandmarkAnnotator:
-    """The 68 points."""
+    """The 68 points, as small square dots (all faces in one numpy assignment)."""
 
     def annotate(self, scene: np.ndarray, result) -> np.ndarray:
         faces = result.faces
-        if faces.landmarks68 is None:
+        if faces.landmarks68 is None or len(faces) == 0:
             return scene
-        radius = max(1, round(1.5 * _scale(scene)))
-        for points, tid in zip(faces.landmarks68, faces.track_id if faces.track_id is not None
-                               else np.full(len(faces), -1)):
-            for x, y in points.astype(int):
-                cv2.circle(scene, (int(x), int(y)), radius, colour(int(tid)), cv2.FILLED)
+        ids = faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
+        colours = np.array([colour(int(t)) for t in ids], np.uint8)           # (N, 3)
+        half = max(1, round(1.5 * _scale(scene))) // 2 + 1
+        offsets = np.arange(-half + 1, half)
+        points = np.round(faces.landmarks68).astype(np.intp)                  # (N, 68, 2)
+        xs = points[:, :, None, None, 0] + offsets[None, None, None, :]       # (N, 68, 1, k)
+        ys = points[:, :, None, None, 1] + offsets[None, None, :, None]       # (N, 68, k, 1)
+        xs, ys = np.broadcast_arrays(xs, ys)
+        inside = (xs >= 0) & (xs < scene.shape[1]) & (ys >= 0) & (ys < scene.shape[0])
+        rows = np.broadcast_to(np.arange(len(ids))[:, None, None, None], xs.shape)
+        scene[ys[inside], xs[inside]] = colours[rows[inside]]
         return scene
 
 

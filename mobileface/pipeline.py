@@ -143,6 +143,8 @@ class TrackSummary:
     pose_range: dict[str, list[float]]
     best_shot: np.ndarray | None = None
     best_shot_frame: int = -1
+    #: the normalised embedding of the best shot (None without recognition); not in the record
+    embedding: np.ndarray | None = None
 
     def to_record(self) -> dict:
         def rounded(value, digits):
@@ -176,6 +178,7 @@ class TrackState:
         self.best_quality = -1.0
         self.best_shot: np.ndarray | None = None
         self.best_shot_frame = -1
+        self.best_embedding: np.ndarray | None = None
         self.last_run = -(10 ** 9)
         self.runs = 0
         self.missed = False
@@ -214,6 +217,7 @@ class TrackState:
         if other.best_quality > self.best_quality:
             self.best_quality, self.best_shot = other.best_quality, other.best_shot
             self.best_shot_frame = other.best_shot_frame
+            self.best_embedding = other.best_embedding
         self.last_run, self.runs = other.last_run, self.runs + other.runs
         self.missed = False
 
@@ -452,6 +456,7 @@ class FacePipeline:
                 state.vote.add(person, similarity)
             if not best:
                 continue
+            state.best_embedding = embeddings[k]
             # The track's appearance for re-identification: its best face so far.
             new_id = self.tracker.set_appearance(tid, embeddings[k])
             if new_id != tid:
@@ -522,4 +527,5 @@ class FacePipeline:
             gender=("male" if male >= 0.5 else "female") if has_gender else None,
             gender_confidence=max(male, 1.0 - male) if has_gender else None,
             best_quality=max(state.best_quality, 0.0), pose_range=pose_range,
-            best_shot=state.best_shot, best_shot_frame=state.best_shot_frame)
+            best_shot=state.best_shot, best_shot_frame=state.best_shot_frame,
+            embedding=state.best_embedding)

@@ -186,6 +186,8 @@ class VideoRunner:
         self.progress_every = progress_every
         self.stats = RunStats()
         self._stop = threading.Event()
+        self._resumed = threading.Event()
+        self._resumed.set()
         self._frames = _Latest() if source.live else queue.Queue(maxsize=queue_size)
         self.detect_thread = detect_thread
         # detected frames wait here for the analysis: few, so that live latency stays low
@@ -196,6 +198,19 @@ class VideoRunner:
     def stop(self) -> None:
         """Ask the run to end soon (from any thread); it still finalises its outputs."""
         self._stop.set()
+        self._resumed.set()
+
+    def pause(self) -> None:
+        """Hold the analysis (from any thread). A file waits where it is; a live
+        source goes on being read, and its frames are dropped meanwhile."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
 
     def _fail(self, message: str) -> None:
         if message not in self._errors:
@@ -305,6 +320,8 @@ class VideoRunner:
             detector.start()
         try:
             while True:
+                while not self._resumed.wait(0.1):
+                    pass
                 if self.detect_thread:
                     item = self._get(self._detected, detector)
                     if item is _END or self._stop.is_set():
