@@ -167,3 +167,24 @@ def test_bad_settings_are_refused():
 def test_the_gallery_matches_what_the_pipeline_sees(gallery):
     assert gallery.names == [LIN, OBAMA]
     np.testing.assert_allclose(np.linalg.norm(normalise(gallery.embeddings), axis=1), 1, atol=1e-6)
+
+
+def test_changes_another_process_makes_to_the_facebank_are_picked_up(clip, tmp_path):
+    from mobileface.facebank import Facebank
+
+    pipe = FacePipeline(PipelineConfig(det_size=480, facebank_poll=0.0))
+    pipe.set_facebank(Facebank(tmp_path))            # empty: everybody is unknown
+    other = Facebank(tmp_path)                       # e.g. `mobileface facebank add` meanwhile
+    enrol = FaceEnroller(pipe.analyzer)
+    lin = enrol.embed_image(load_bgr("face_recognition/lin-manuel-miranda.png"))
+    results = []
+    for i in range(100, 170):
+        if i == 140:
+            other.add("Lin", [(lin.jpeg(), ".jpg", "lin", lin.embedding, lin.quality)],
+                      enrol.model_id)
+        if i == 155:
+            other.rename("Lin", LIN)
+        results.append(pipe.process(clip[i], i, i / 29.97))
+    assert all(_names(r) == ["Unknown"] for r in results[:40])
+    assert _names(results[40]) == ["Lin"]            # named on the next frame, no restart
+    assert _names(results[56]) == [LIN]              # and renamed
