@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from mobileface.appkit import (add_facebank_option, add_logging_options,  # noqa: E402
                                add_model_options, configure_logging, default_facebank, log,
-                               providers, Progress)
+                               providers, Progress, run_main)
 from mobileface.errors import MobileFaceError  # noqa: E402
 
 #: RetinaFace input size for video: the longer frame side is scaled to this
@@ -90,11 +90,7 @@ def _facebank(args, pipeline):
     if args.update:
         enrol = FaceEnroller(pipeline.analyzer)
 
-        def embed(path):
-            face = enrol.embed_file(path)
-            return face.embedding, face.quality
-
-        report = bank.import_folder(embed, enrol.model_id)
+        report = bank.import_folder(enrol.embedding_and_quality, enrol.model_id)
         log.info("facebank updated: %d people, %d picture(s) embedded, %d unchanged, "
                  "%d skipped", len(bank.names()), len(report.added), report.kept,
                  len(report.skipped))
@@ -174,14 +170,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    try:
-        return run(args)
-    except (MobileFaceError, ValueError) as exc:
-        log.error("error: %s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    return run_main(run, args)
 
 
 if __name__ == "__main__":

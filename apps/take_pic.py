@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from mobileface.appkit import (add_facebank_option, add_logging_options,  # noqa: E402
                                add_model_options, analyzer_options, configure_logging,
-                               default_facebank, log)
+                               default_facebank, log, run_main)
 from mobileface.enrol import MIN_ENROL_QUALITY  # noqa: E402
 from mobileface.errors import MobileFaceError  # noqa: E402
 
@@ -180,28 +180,25 @@ def enrol_camera(enrolment: Enrolment, args) -> int:
     return 0
 
 
+def run(args) -> int:
+    if args.count < 1:
+        raise MobileFaceError("--count must be at least 1")
+    photos = [Path(p) for p in args.image] if args.image else \
+        folder_photos(args.folder) if args.folder else None
+    enrolment = Enrolment(args)
+    if photos is not None:
+        failures = enrol_photos(enrolment, photos)
+    else:
+        failures = enrol_camera(enrolment, args)
+    print(f"{enrolment.name}: {len(enrolment.saved)} picture(s) enrolled into "
+          f"{enrolment.bank.folder}")
+    return 1 if failures else 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    try:
-        if args.count < 1:
-            raise MobileFaceError("--count must be at least 1")
-        photos = [Path(p) for p in args.image] if args.image else \
-            folder_photos(args.folder) if args.folder else None
-        enrolment = Enrolment(args)
-        if photos is not None:
-            failures = enrol_photos(enrolment, photos)
-        else:
-            failures = enrol_camera(enrolment, args)
-        print(f"{enrolment.name}: {len(enrolment.saved)} picture(s) enrolled into "
-              f"{enrolment.bank.folder}")
-        return 1 if failures else 0
-    except (MobileFaceError, ValueError) as exc:
-        log.error("error: %s", exc)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    return run_main(run, args)
 
 
 if __name__ == "__main__":

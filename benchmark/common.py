@@ -1,6 +1,8 @@
 """Helpers shared by the benchmark scripts: timing and the default test photo."""
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 import sys
 import time
@@ -40,3 +42,32 @@ def load_image(path: str | None) -> tuple[np.ndarray, str]:
         return image, path
     from skimage import data
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
+
+
+def emit(result: dict, json_out: str | None) -> None:
+    """The closing JSON line of a benchmark, also written to ``json_out`` when given."""
+    print(json.dumps(result))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+
+
+#: who the video benchmarks enrol: recognition runs against a real facebank
+ENROL = {"Barack Obama": "face_recognition/obama.jpg",
+         "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
+
+
+def demo_facebank(folder: Path, pipeline):
+    """A facebank of the ENROL photos in ``folder``, imported with the pipeline's own models,
+    and set on the pipeline."""
+    from mobileface.enrol import FaceEnroller
+    from mobileface.facebank import Facebank
+
+    for name, relative in ENROL.items():
+        if (DATA / relative).is_file():
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(DATA / relative, folder / name)
+    bank = Facebank(folder, outlier_threshold=pipeline.threshold)
+    enrol = FaceEnroller(pipeline.analyzer)
+    bank.import_folder(enrol.embedding_and_quality, enrol.model_id)
+    pipeline.set_facebank(bank)
+    return bank

@@ -14,25 +14,19 @@ Prints a table of samples, then one JSON line (also written to --json-out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import DATA  # puts the repo on sys.path
+from common import DATA, demo_facebank, emit  # puts the repo on sys.path
 from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
-from mobileface.enrol import FaceEnroller  # noqa: E402
-from mobileface.facebank import Facebank  # noqa: E402
 from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
 from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
 from mobileface.video import VideoSource  # noqa: E402
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
-ENROL = {"Barack Obama": "face_recognition/obama.jpg",
-         "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -94,17 +88,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mobileface-soak-") as tmp:
         workdir = Path(tmp)
-        bank_dir = workdir / "facebank"
-        for name, relative in ENROL.items():
-            if (DATA / relative).is_file():
-                (bank_dir / name).mkdir(parents=True, exist_ok=True)
-                shutil.copy(DATA / relative, bank_dir / name)
         pipeline = FacePipeline(PipelineConfig(det_size=args.det_size))
-        bank = Facebank(bank_dir, outlier_threshold=pipeline.threshold)
-        enrol = FaceEnroller(pipeline.analyzer)
-        bank.import_folder(lambda p: (lambda f: (f.embedding, f.quality))(enrol.embed_file(p)),
-                           enrol.model_id)
-        pipeline.set_facebank(bank)
+        demo_facebank(workdir / "facebank", pipeline)
         source = LoopedSource(video, args.frames)
         overlay = Overlay(OverlayOptions(show_scores=True, landmarks=True, pose_axes=True))
         sinks = [VideoFileSink(workdir / "soak.mp4", source.fps, (source.width, source.height),
@@ -141,9 +126,7 @@ def main(argv=None) -> int:
               "fps": round(stats.fps, 2), "tracks": stats.tracks, "events": events,
               "rss_mb_at_1000": at_1000, "rss_mb_end": end, "rss_mb_peak": peak,
               "growth_mb": round(growth, 1), "samples": samples}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    emit(result, args.json_out)
     return 0
 
 

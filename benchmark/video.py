@@ -21,9 +21,7 @@ to --json-out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -31,17 +29,13 @@ from pathlib import Path
 
 import cv2
 
-from common import DATA  # puts the repo on sys.path
+from common import DATA, demo_facebank, emit  # puts the repo on sys.path
 from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
-from mobileface.enrol import FaceEnroller  # noqa: E402
-from mobileface.facebank import Facebank  # noqa: E402
 from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
 from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
 from mobileface.video import VideoSource  # noqa: E402
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
-ENROL = {"Barack Obama": "face_recognition/obama.jpg",
-         "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
 APP_DET_SIZE = 480  # apps/infer_on_video.py's default
 
 
@@ -64,18 +58,9 @@ def floor_fps(video: Path, out: Path) -> tuple[float, int]:
 
 
 def ours_fps(video: Path, workdir: Path, det_size: int, threads: int) -> dict:
-    bank_dir = workdir / "facebank"
-    for name, relative in ENROL.items():
-        if (DATA / relative).is_file():
-            (bank_dir / name).mkdir(parents=True, exist_ok=True)
-            shutil.copy(DATA / relative, bank_dir / name)
     config = PipelineConfig(det_size=det_size, threads=threads)
     pipeline = FacePipeline(config)
-    bank = Facebank(bank_dir, outlier_threshold=pipeline.threshold)
-    enrol = FaceEnroller(pipeline.analyzer)
-    bank.import_folder(lambda p: (lambda f: (f.embedding, f.quality))(enrol.embed_file(p)),
-                       enrol.model_id)
-    pipeline.set_facebank(bank)
+    bank = demo_facebank(workdir / "facebank", pipeline)
     source = VideoSource(video)
     overlay = Overlay(OverlayOptions(show_scores=True, landmarks=True, pose_axes=True))
     sinks = [VideoFileSink(workdir / "ours.mp4", source.fps, (source.width, source.height),
@@ -163,9 +148,7 @@ def main(argv=None) -> int:
               "floor_fps": round(floor, 2), "ours_fps": round(ours["fps"], 2),
               "face_recognition_fps": round(theirs["fps"], 2) if theirs else None,
               "ours": ours, "face_recognition": theirs}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    emit(result, args.json_out)
     return 0
 
 

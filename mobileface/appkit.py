@@ -75,6 +75,21 @@ def configure_logging(args) -> None:
                                                      else max(level, logging.WARNING))
 
 
+def run_main(run, args) -> int:
+    """``run(args)`` with the exit codes every command line uses: its own on success or a
+    failed run (0, 1), 2 with a one-line message for a user error, 130 on Ctrl-C."""
+    from .errors import MobileFaceError
+
+    try:
+        return run(args)
+    except (MobileFaceError, ValueError) as exc:
+        log.error("error: %s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
 class Progress:
     """A one-line progress bar on stderr (redrawn in place on a terminal, a line
     every few seconds otherwise)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from typing import Sequence
 
-from .appkit import add_logging_options, add_model_options, analyzer_options, configure_logging
+from .appkit import (add_logging_options, add_model_options, analyzer_options,
+                     configure_logging, run_main)
 from . import facebank_cli
 from .errors import MobileFaceError
 
@@ -148,10 +148,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args)
     commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models,
                 "facebank": facebank_cli.run}
-    try:
-        return commands[args.command](args)
-    except (MobileFaceError, ValueError) as exc:
-        log.error("error: %s", exc)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_main(commands[args.command], args)

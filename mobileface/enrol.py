@@ -135,3 +135,8 @@ class FaceEnroller:
 
     def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
         return self.embed_image(read_image(path), str(path), several)
+
+    def embedding_and_quality(self, path: str | Path) -> tuple[np.ndarray, float]:
+        """What :meth:`Facebank.import_folder` asks of each photo (one face, or EnrolError)."""
+        face = self.embed_file(path)
+        return face.embedding, face.quality

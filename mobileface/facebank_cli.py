@@ -137,13 +137,9 @@ def cmd_rename(args) -> int:
 
 def cmd_import(args) -> int:
     enrol = enroller(args)
-
-    def embed(path):
-        face = enrol.embed_file(path)
-        return face.embedding, face.quality
-
     with open_facebank(args) as bank:
-        report = bank.import_folder(embed, enrol.model_id, reembed=args.reembed)
+        report = bank.import_folder(enrol.embedding_and_quality, enrol.model_id,
+                                    reembed=args.reembed)
         people = len(bank.names())
     print(f"imported {bank.folder}: {people} people; {len(report.added)} picture(s) embedded, "
           f"{report.kept} unchanged, {len(report.removed)} removed, "

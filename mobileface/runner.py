@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -217,6 +218,17 @@ class VideoRunner:
             self._errors.append(message)
         self._stop.set()
 
+    @contextmanager
+    def _failures(self, what: str):
+        """Any exception of a thread's loop ends the run with a one-line reason."""
+        try:
+            yield
+        except MobileFaceError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a decoder or model crash must not leave the run hanging
+            log.debug("%s failed", what, exc_info=True)
+            self._fail(f"{what} failed: {type(exc).__name__}: {exc}")
+
     def _put(self, q, item) -> bool:
         """Put a frame into the bounded frame queue, giving up if the run is stopping
         (the end marker always goes in)."""
@@ -237,19 +249,15 @@ class VideoRunner:
 
     def _read_loop(self) -> None:
         try:
-            while not self._stop.is_set():
-                frame = self.source.read()
-                if frame is None:
-                    break
-                if self.source.live:
-                    self._frames.put(frame)
-                elif not self._put(self._frames, frame):
-                    break
-        except MobileFaceError as exc:
-            self._fail(str(exc))
-        except Exception as exc:  # a decoder crash must not leave the run hanging
-            log.debug("reader failed", exc_info=True)
-            self._fail(f"reading {self.source.label} failed: {exc}")
+            with self._failures(f"reading {self.source.label}"):
+                while not self._stop.is_set():
+                    frame = self.source.read()
+                    if frame is None:
+                        break
+                    if self.source.live:
+                        self._frames.put(frame)
+                    elif not self._put(self._frames, frame):
+                        break
         finally:
             if self.source.live:
                 self._frames.put(_END)
@@ -267,19 +275,16 @@ class VideoRunner:
 
     def _detect_loop(self, reader: threading.Thread) -> None:
         try:
-            while True:
-                frame = self._get(self._frames, reader)
-                if frame is _END or self._stop.is_set():
-                    break
-                start = time.perf_counter()
-                faces = self.pipeline.detect(frame.image)
-                if not self._put(self._detected, (frame, faces, time.perf_counter() - start)):
-                    break
-        except MobileFaceError as exc:
-            self._fail(str(exc))
-        except Exception as exc:
-            log.debug("detection failed", exc_info=True)
-            self._fail(f"detection failed: {type(exc).__name__}: {exc}")
+            with self._failures("detection"):
+                while True:
+                    frame = self._get(self._frames, reader)
+                    if frame is _END or self._stop.is_set():
+                        break
+                    start = time.perf_counter()
+                    faces = self.pipeline.detect(frame.image)
+                    if not self._put(self._detected,
+                                     (frame, faces, time.perf_counter() - start)):
+                        break
         finally:
             self._put(self._detected, _END)
 
@@ -313,49 +318,15 @@ class VideoRunner:
         detector = threading.Thread(target=self._detect_loop, args=(reader,),
                                     name="mobileface-detector", daemon=True)
         start = time.perf_counter()
-        next_progress = start + self.progress_every
         reader.start()
         writer.start()
         if self.detect_thread:
             detector.start()
         try:
-            while True:
-                while not self._resumed.wait(0.1):
-                    pass
-                if self.detect_thread:
-                    item = self._get(self._detected, detector)
-                    if item is _END or self._stop.is_set():
-                        break
-                    frame, faces, detect_seconds = item
-                    result = self.pipeline.process(frame.image, frame.index, frame.timestamp,
-                                                   faces)
-                    result.timings["detect"] = detect_seconds
-                else:
-                    frame = self._get(self._frames, reader)
-                    if frame is _END or self._stop.is_set():
-                        break
-                    result = self.pipeline.process(frame.image, frame.index, frame.timestamp)
-                stats.last_latency = time.perf_counter() - frame.read_at
-                self._count(result)
-                stats.frames += 1
-                if self.on_result is not None:
-                    self.on_result(frame, result)
-                # The writer drains its queue until the end marker, whatever happens.
-                self._results.put((frame, result))
-                now = time.perf_counter()
-                if self.on_progress is not None and now >= next_progress:
-                    next_progress = now + self.progress_every
-                    stats.seconds = now - start
-                    stats.dropped = getattr(self._frames, "dropped", 0)
-                    self.on_progress(stats)
+            with self._failures("analysis"):
+                self._analyse(reader, detector, start)
         except KeyboardInterrupt:
             stats.interrupted = True
-            self._stop.set()
-        except MobileFaceError as exc:
-            self._fail(str(exc))
-        except Exception as exc:
-            log.debug("inference failed", exc_info=True)
-            self._fail(f"analysis failed: {type(exc).__name__}: {exc}")
         finally:
             self._stop.set()
             summaries = self.pipeline.finish()
@@ -378,6 +349,47 @@ class VideoRunner:
             stats.truncated = self.source.truncated
             stats.error = "; ".join(self._errors) or None
         return stats
+
+    def _next(self, reader: threading.Thread, detector: threading.Thread):
+        """(frame, its result) of the next frame, or None at the end."""
+        if self.detect_thread:
+            item = self._get(self._detected, detector)
+            if item is _END or self._stop.is_set():
+                return None
+            frame, faces, detect_seconds = item
+            result = self.pipeline.process(frame.image, frame.index, frame.timestamp, faces)
+            result.timings["detect"] = detect_seconds
+            return frame, result
+        frame = self._get(self._frames, reader)
+        if frame is _END or self._stop.is_set():
+            return None
+        return frame, self.pipeline.process(frame.image, frame.index, frame.timestamp)
+
+    def _analyse(self, reader: threading.Thread, detector: threading.Thread,
+                 start: float) -> None:
+        """The inference loop: analyse frames until the end, hand them to the writer."""
+        stats = self.stats
+        next_progress = start + self.progress_every
+        while True:
+            while not self._resumed.wait(0.1):
+                pass
+            item = self._next(reader, detector)
+            if item is None:
+                return
+            frame, result = item
+            stats.last_latency = time.perf_counter() - frame.read_at
+            self._count(result)
+            stats.frames += 1
+            if self.on_result is not None:
+                self.on_result(frame, result)
+            # The writer drains its queue until the end marker, whatever happens.
+            self._results.put((frame, result))
+            now = time.perf_counter()
+            if self.on_progress is not None and now >= next_progress:
+                next_progress = now + self.progress_every
+                stats.seconds = now - start
+                stats.dropped = getattr(self._frames, "dropped", 0)
+                self.on_progress(stats)
 
     def _count(self, result: FrameResult) -> None:
         self._count_summaries(result.finished)
