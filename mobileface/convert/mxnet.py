@@ -905,12 +905,17 @@ def convert(symbol_path, params_path, input_shape, output: str | None = None):
 
 
 def save(model, path) -> Path:
-    """Write ``model`` to ``path`` atomically (a partial file is never left behind)."""
+    """Write ``model`` (a ModelProto or its bytes) to ``path`` atomically.
+
+    A partial file is never left behind: the bytes go to a temporary file in
+    the same folder, which is then renamed.
+    """
     from .dlib_resnet import _write_atomically
 
     path = Path(path)
+    data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        _write_atomically(model.SerializeToString(), path)
+        _write_atomically(data, path)
     except OSError as exc:
         raise ModelError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
