@@ -74,12 +74,14 @@ class OnnxEmbedder(Stage):
                              f"{spec.output_name!r} (outputs: {', '.join(out_names)})")
         shape = list(inp.shape)
         expected = [spec.channels, spec.input_size, spec.input_size]
-        if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+        if len(shape) != 4 or any(isinstance(d, int) and d != e
+                                  for d, e in zip(shape[1:], expected)):
             raise ModelError(f"embedder {spec.name!r}: the model input {inp.name} has shape "
                              f"{shape}, the spec gives N x {' x '.join(map(str, expected))} "
                              f"({spec.color}, {spec.input_size} px)")
-        if "float" not in inp.type:
-            raise ModelError(f"embedder {spec.name!r}: the model input is {inp.type}, not float")
+        if inp.type != "tensor(float)":
+            raise ModelError(f"embedder {spec.name!r}: the model input is {inp.type}; only "
+                             "float32 inputs are supported")
         batch_one = shape[0] == 1
         if batch_one:
             log.info("embedder %s: the model has a fixed batch of 1; faces run one by one",

@@ -152,7 +152,8 @@ class Alignment:
         try:
             template = np.array(raw, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ValueError(f"align.template must be a list of [x, y] points, got {raw!r}") from None
+            raise ValueError(f"align.template must be a list of [x, y] points, "
+                             f"got {raw!r}") from None
         count = POINT_SETS[points]
         if template.shape != (count, 2):
             raise ValueError(f"align.template has shape {template.shape}; points {points!r} "

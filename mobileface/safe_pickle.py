@@ -29,7 +29,8 @@ import numpy as np
 
 from .errors import ModelError
 
-_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct")}
 _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 _NDARRAY = ("numpy", "ndarray")
 _DTYPE = ("numpy", "dtype")

@@ -245,6 +245,18 @@ def test_internal_output_node(tmp_path):
         mxnet.convert(symbol, params, (1, 3, 1, 1), output="fc9")
 
 
+def test_softmax_output_needs_no_label(tmp_path):
+    """A training graph's SoftmaxOutput head converts without its label variable."""
+    x = RNG.normal(size=(2, 3)).astype(np.float32)
+    net = _Net()
+    fc = net.op("FullyConnected", "fc1", [0, net.var("fc1_weight", np.eye(3))], num_hidden=3,
+                no_bias="True")
+    net.nodes.append({"op": "null", "name": "softmax_label", "inputs": []})
+    head = net.op("SoftmaxOutput", "softmax", [fc, len(net.nodes) - 1], normalization="valid")
+    got = net.run(tmp_path, head, x.reshape(2, 3, 1, 1))
+    np.testing.assert_allclose(got, np.exp(x) / np.exp(x).sum(1, keepdims=True), atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Errors
 

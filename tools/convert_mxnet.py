@@ -87,7 +87,8 @@ def _numbers(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def _spec(args, model_path: Path, digest: str):
@@ -148,8 +149,9 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"error: cannot write {spec_path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    outputs = ", ".join(f"{o.name} {[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]}"
-                        for o in model.graph.output)
+    outputs = ", ".join(
+        f"{o.name} {[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]}"
+        for o in model.graph.output)
     size = args.output.stat().st_size / 1e6
     print(f"wrote {args.output} ({size:.1f} MB): input {model.graph.input[0].name} "
           f"N,{','.join(map(str, args.input_shape[1:]))}; output {outputs}")

@@ -356,6 +356,8 @@ _SCALAR = {"_plus_scalar": ("Add", False), "_PlusScalar": ("Add", False),
            "_minimum_scalar": ("Min", False), "_MinimumScalar": ("Min", False),
            "_power_scalar": ("Pow", False), "_PowerScalar": ("Pow", False)}
 _IDENTITY = {"_copy", "identity", "BlockGrad", "stop_gradient", "Dropout"}
+#: operators whose later inputs matter only in training (SoftmaxOutput's label)
+_INFERENCE_INPUTS = {"SoftmaxOutput": 1}
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu": "Softplus",
                 "softsign": "Softsign"}
 
@@ -464,7 +466,9 @@ class _Converter:
             i = stack.pop()
             if i not in seen:
                 seen.add(i)
-                stack.extend(j for j, _ in self.symbol.nodes[i].inputs)
+                node = self.symbol.nodes[i]
+                inputs = node.inputs[:_INFERENCE_INPUTS.get(node.op, len(node.inputs))]
+                stack.extend(j for j, _ in inputs)
         return sorted(seen)
 
     def run(self, input_shape: tuple[int, ...], outputs: list[tuple[int, int]]):
