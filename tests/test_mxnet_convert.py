@@ -77,6 +77,20 @@ def test_colour_models_on_raw_pixels_separate_people(version, reference):
     assert sim[same].mean() > sim[different].mean() + 0.1
 
 
+@pytest.mark.parametrize("magic", [0xF993FAC8, 0xF993FACA])
+def test_params_reader_v1_v3_headers_and_other_float_types(tmp_path, magic):
+    arrays = {"arg:a": np.arange(6, dtype="<f8").reshape(2, 3),
+              "arg:b": np.array([0.5, -2], dtype="<f2")}
+    if magic == 0xF993FACA:           # NumPy shape semantics: 0-d arrays exist
+        arrays["arg:scalar"] = np.float32(7.0)
+    _write_params(tmp_path / "x.params", arrays, magic=magic)
+    got = mxnet.load_params(tmp_path / "x.params")
+    assert set(got) == set(arrays)
+    for name, array in arrays.items():
+        assert got[name].dtype == np.asarray(array).dtype
+        np.testing.assert_array_equal(got[name], array)
+
+
 def test_params_reader_reads_both_formats():
     for version in ("V1", "V2"):   # V1: legacy array headers; V2: NDARRAY_V2_MAGIC
         params = mxnet.load_params(_files(version)[1])
@@ -89,16 +103,24 @@ def test_params_reader_reads_both_formats():
 # Synthetic graphs: MXNet semantics of each operator against numpy
 
 
-def _write_params(path, arrays: dict[str, np.ndarray], legacy: bool = False) -> None:
-    """Write an MXNet NDArray list file (V2 headers, or the legacy ones)."""
+_FLAGS = {np.dtype("<f4"): 0, np.dtype("<f8"): 1, np.dtype("<f2"): 2}
+
+
+def _write_params(path, arrays: dict[str, np.ndarray], legacy: bool = False,
+                  magic: int = 0xF993FAC9) -> None:
+    """Write an MXNet NDArray list file (V2 or V3 headers, or the legacy ones)."""
     out = [struct.pack("<QQQ", 0x112, 0, len(arrays))]
     for array in arrays.values():
-        array = np.ascontiguousarray(array, np.float32)
+        array = np.ascontiguousarray(array)
+        if array.dtype not in _FLAGS:
+            array = array.astype(np.float32)
         if legacy:
             out.append(struct.pack(f"<I{array.ndim}I", array.ndim, *array.shape))
+        elif magic == 0xF993FAC8:   # V1: no storage type
+            out.append(struct.pack(f"<Ii{array.ndim}q", magic, array.ndim, *array.shape))
         else:
-            out.append(struct.pack(f"<Iii{array.ndim}q", 0xF993FAC9, 0, array.ndim, *array.shape))
-        out.append(struct.pack("<iii", 1, 0, 0))
+            out.append(struct.pack(f"<Iii{array.ndim}q", magic, 0, array.ndim, *array.shape))
+        out.append(struct.pack("<iii", 1, 0, _FLAGS[array.dtype]))
         out.append(array.tobytes())
     out.append(struct.pack("<Q", len(arrays)))
     for name in arrays:

@@ -18,9 +18,10 @@ silently approximated.
   ``0xF993FAC8``: V1) or, in the legacy format, the number of dimensions.
   V2/V3: int32 storage type (0 = dense; sparse arrays are refused), then the
   shape as int32 ndim + ndim int64 sizes. V1: the shape the same way. Legacy:
-  ndim uint32 sizes. Then (unless the shape is empty) the context (int32 device
-  type, int32 device id), int32 type flag (0 float32, 1 float64, 2 float16,
-  3 uint8, 4 int32, 5 int8, 6 int64) and the raw C-order data.
+  ndim uint32 sizes. An empty shape (V3: ndim -1) is an array without data.
+  Otherwise the context follows (int32 device type, int32 device id), then an
+  int32 type flag (0 float32, 1 float64, 2 float16, 3 uint8, 4 int32, 5 int8,
+  6 int64) and the raw C-order data.
 
 **The symbol file** is JSON: ``nodes`` (each ``op``, ``name``, attributes in
 ``attrs`` — ``attr`` or ``param`` in files written by MXNet < 1.0 — and
@@ -114,14 +115,16 @@ class _Bytes:
         return self.unpack("<Q", what)
 
 
-def _read_shape(r: _Bytes, legacy_ndim: int | None = None) -> tuple[int, ...]:
+def _read_shape(r: _Bytes, legacy_ndim: int | None = None) -> tuple[int, ...] | None:
     if legacy_ndim is not None:
         ndim = legacy_ndim
         if ndim > _MAX_DIMS:
             raise r.fail(f"implausible array header {ndim:#x}")
         return tuple(r.u32("a legacy shape") for _ in range(ndim))
     ndim = r.i32("the number of dimensions")
-    if ndim < 0 or ndim > _MAX_DIMS:   # -1 is an unknown shape, never saved with data
+    if ndim == -1:                     # an unknown shape (NumPy semantics): no data follows
+        return None
+    if ndim < 0 or ndim > _MAX_DIMS:
         raise r.fail(f"implausible number of dimensions {ndim}")
     dims = struct.unpack(f"<{ndim}q", r.take(8 * ndim, "a shape"))
     if any(d < 0 for d in dims):
@@ -142,8 +145,10 @@ def _read_array(r: _Bytes, index: int) -> np.ndarray | None:
         shape = _read_shape(r)
     else:
         shape = _read_shape(r, legacy_ndim=magic)
-    if len(shape) == 0:
-        return None                                    # MXNet's "none" array
+    # An empty shape is MXNet's "none" array, without data; with NumPy shape
+    # semantics (V3) it is a 0-d scalar and "none" is ndim -1.
+    if shape is None or (len(shape) == 0 and magic != NDARRAY_V3_MAGIC):
+        return None
     r.i32(f"the device type of {what}")
     r.i32(f"the device id of {what}")
     flag = r.i32(f"the data type of {what}")
