@@ -120,6 +120,8 @@ def cmd_verify(args) -> int:
 
     if args.threshold is not None and args.embedder == "dlib" and args.threshold <= 0:
         raise MobileFaceError("--threshold must be positive")
+    if args.threshold is not None and args.embedder != "dlib" and not -1 <= args.threshold <= 1:
+        raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
     analyzer = _analyzer(args, stages=("embed",))
     embedder = next(s for s in analyzer.stages if s.name == "embed")
     a = _largest_face_embedding(analyzer, args.image_a)
@@ -136,8 +138,6 @@ def cmd_verify(args) -> int:
         if threshold is None:
             raise MobileFaceError(f"embedder {embedder.spec.name!r} has no cosine_threshold in "
                                   "its spec: give --threshold")
-        if not -1 <= threshold <= 1:
-            raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
         same = similarity >= threshold
     result = {"image_a": args.image_a, "image_b": args.image_b, "distance": round(distance, 4),
               "similarity": round(similarity, 4), "threshold": threshold, "metric": metric,

@@ -335,6 +335,19 @@ def test_cli_with_embedder(mobileface_specs, capsys, tmp_path):
     assert result["model_id"].startswith("mobileface_v2:")
     assert main(["-q", "verify", obama, biden, "--json", "--embedder", spec]) == 0
     assert json.loads(capsys.readouterr().out)["same_person"] is False
+    data = json.loads(mobileface_specs["v2"].read_text())
+    data.pop("cosine_threshold")
+    data["model"] = str(mobileface_specs["v2"].with_suffix(".onnx"))
+    no_threshold = tmp_path / "no_threshold.json"
+    no_threshold.write_text(json.dumps(data))
+    assert main(["verify", obama, obama2, "--embedder", str(no_threshold)]) == 2
+    assert "give --threshold" in capsys.readouterr().err
+    assert main(["-q", "verify", obama, obama2, "--json", "--embedder", str(no_threshold),
+                 "--threshold", "0.3"]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold"] == 0.3
+    assert main(["verify", obama, obama2, "--embedder", str(no_threshold),
+                 "--threshold", "1.5"]) == 2
+    assert "[-1, 1]" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "model": "x.onnx", "input_size": 112, "color": "rgb",
                                "mean": 0, "std": 1, "align": "sideways"}))
