@@ -39,8 +39,9 @@ def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra-op threads (default: 0 = onnxruntime decides)")
     if embedder:
-        parser.add_argument("--embedder", default=None,
-                            help="embedding model spec (default: dlib, the built-in ResNet)")
+        parser.add_argument("--embedder", default="dlib", metavar="SPEC",
+                            help="embedding model: 'dlib' (default) or the path of an embedder "
+                                 "spec .json (see README, 'Bring your own models')")
 
 
 def add_facebank_option(parser: argparse.ArgumentParser) -> None:

@@ -30,15 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true",
                          help="print one JSON object per image (JSON Lines) instead of a table")
     analyze.add_argument("--no-embedding", action="store_true",
-                         help="leave the 128-d embedding out of the JSON")
+                         help="leave the embedding out of the JSON")
     add_model_options(analyze)
 
     verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
     verify.add_argument("image_a")
     verify.add_argument("image_b")
-    verify.add_argument("--threshold", type=float, default=SAME_PERSON_DISTANCE,
-                        help=f"same person below this embedding distance "
-                             f"(default: {SAME_PERSON_DISTANCE})")
+    verify.add_argument("--threshold", type=float, default=None,
+                        help=f"dlib: same person below this euclidean distance (default: "
+                             f"{SAME_PERSON_DISTANCE}); other embedders: same person at or above "
+                             "this cosine similarity (default: the spec's cosine_threshold)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     add_model_options(verify)
 
@@ -100,22 +101,36 @@ def _largest_face_embedding(analyzer, path):
 def cmd_verify(args) -> int:
     import numpy as np
 
-    if args.threshold <= 0:
+    if args.threshold is not None and args.embedder == "dlib" and args.threshold <= 0:
         raise MobileFaceError("--threshold must be positive")
+    if args.threshold is not None and args.embedder != "dlib" and not -1 <= args.threshold <= 1:
+        raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
     analyzer = _analyzer(args, stages=("embed",))
+    embedder = next(s for s in analyzer.stages if s.name == "embed")
     a = _largest_face_embedding(analyzer, args.image_a)
     b = _largest_face_embedding(analyzer, args.image_b)
     distance = float(np.linalg.norm(a - b))
     similarity = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    same = distance < args.threshold
+    if args.embedder == "dlib":
+        metric, threshold = "distance", args.threshold or SAME_PERSON_DISTANCE
+        same = distance < threshold
+    else:
+        metric = "similarity"
+        threshold = args.threshold if args.threshold is not None \
+            else embedder.spec.cosine_threshold
+        if threshold is None:
+            raise MobileFaceError(f"embedder {embedder.spec.name!r} has no cosine_threshold in "
+                                  "its spec: give --threshold")
+        same = similarity >= threshold
     result = {"image_a": args.image_a, "image_b": args.image_b, "distance": round(distance, 4),
-              "similarity": round(similarity, 4), "threshold": args.threshold, "same_person": same}
+              "similarity": round(similarity, 4), "threshold": threshold, "metric": metric,
+              "same_person": same, "model_id": embedder.model_id}
     if args.json:
         print(json.dumps(result))
     else:
         verdict = "same person" if same else "different people"
         print(f"distance={distance:.4f} similarity={similarity:.4f} "
-              f"threshold={args.threshold} -> {verdict}")
+              f"threshold({metric})={threshold} -> {verdict}")
     return 0
 
 

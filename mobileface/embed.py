@@ -41,17 +41,38 @@ DLIB_THRESHOLD = 0.92
 
 
 def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
-    """The embedding stage for ``spec``: None or "dlib" is dlib's ResNet (the default).
+    """The embedding stage for ``spec``.
+
+    spec: None or "dlib" for dlib's ResNet (the default); an
+    :class:`~mobileface.embed_spec.EmbedderSpec`; a dict with the spec's fields
+    (relative paths from the current folder); or the path of a spec JSON file
+    (see :mod:`mobileface.embed_spec` for the fields).
 
     Every embedder is a :class:`Stage` named "embed" that fills ``embedding``
-    and has a ``model_id`` string naming the model that made its embeddings
-    (stored with each facebank row, so that embeddings of different models are
-    never compared) and a ``threshold``: the cosine similarity from which two
-    of its embeddings are taken for the same person.
+    for all faces of a frame in one call, and has a ``model_id`` string naming
+    the model that made its embeddings (stored with each facebank row, so that
+    embeddings of different models are never compared) and a ``threshold``: the
+    cosine similarity from which two of its embeddings are taken for the same
+    person. A bad spec raises ValueError; a missing or unloadable model file
+    raises ModelError.
     """
+    from pathlib import Path
+
     if spec is None or spec == DEFAULT_EMBEDDER:
         return DlibEmbedder(runtime)
-    raise ValueError(f"unknown embedder {spec!r}; available: {DEFAULT_EMBEDDER}")
+    from .embed_onnx import OnnxEmbedder
+    from .embed_spec import EmbedderSpec, load_spec
+
+    if isinstance(spec, EmbedderSpec):
+        return OnnxEmbedder(spec, runtime)
+    if isinstance(spec, dict):
+        return OnnxEmbedder(EmbedderSpec.from_dict(spec), runtime)
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if path.suffix.lower() == ".json" or path.is_file():
+            return OnnxEmbedder(load_spec(path), runtime)
+    raise ValueError(f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER!r}, an EmbedderSpec, "
+                     "a spec dict or the path of a spec .json file")
 
 
 class DlibEmbedder(Stage):

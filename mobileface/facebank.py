@@ -135,7 +135,7 @@ class Facebank:
     outlier_threshold: an enrolment image whose similarity to every other image
     of the person is below this is flagged as a likely mistake: it would not
     be recognised as that person. Give the recognition threshold of
-    the embedder in use (:data:`mobileface.embed.DLIB_THRESHOLD` for the default).
+    the embedder in use (its ``threshold``); None checks nothing.
 
     One object may be shared between threads (calls are serialised); another
     process or another Facebank object on the same folder sees each change once
@@ -143,11 +143,8 @@ class Facebank:
     """
 
     def __init__(self, folder: str | os.PathLike, outlier_threshold: float | None = None):
-        if outlier_threshold is None:
-            from .embed import DLIB_THRESHOLD
-            outlier_threshold = DLIB_THRESHOLD
         self.folder = Path(folder)
-        self.outlier_threshold = float(outlier_threshold)
+        self.outlier_threshold = outlier_threshold
         if self.folder.exists() and not self.folder.is_dir():
             raise FacebankError(f"facebank {self.folder} is a file, not a folder")
         try:
@@ -467,6 +464,8 @@ class Facebank:
         does not drag the right ones down with it.
         """
         flagged = []
+        if self.outlier_threshold is None:
+            return flagged
         for pid in person_ids:
             rows = conn.execute("SELECT id, file, embedding FROM images WHERE person_id = ?",
                                 (pid,)).fetchall()

@@ -53,10 +53,12 @@ def add_parser(sub) -> None:
     add_model_options(cal)
 
 
-def open_facebank(args):
+def open_facebank(args, outlier_threshold: float | None = None):
+    """The facebank of --facebank; pictures far from their person are flagged against
+    ``outlier_threshold`` (the embedder's recognition threshold) when it is given."""
     from .facebank import Facebank
 
-    return Facebank(args.facebank or default_facebank())
+    return Facebank(args.facebank or default_facebank(), outlier_threshold=outlier_threshold)
 
 
 def enroller(args):
@@ -111,7 +113,7 @@ def cmd_add(args) -> int:
         enrolments.append((data, Path(path).suffix.lower(), Path(path).stem, face.embedding,
                            face.quality))
     if enrolments:
-        with open_facebank(args) as bank:
+        with open_facebank(args, enrol.threshold) as bank:
             files = bank.add(args.name, enrolments, enrol.model_id)
             flagged = [f for p in bank.people() if p.name == args.name for f in p.outliers]
         print(f"added {len(files)} picture(s) of {args.name}")
@@ -137,7 +139,7 @@ def cmd_rename(args) -> int:
 
 def cmd_import(args) -> int:
     enrol = enroller(args)
-    with open_facebank(args) as bank:
+    with open_facebank(args, enrol.threshold) as bank:
         report = bank.import_folder(enrol.embedding_and_quality, enrol.model_id,
                                     reembed=args.reembed)
         people = len(bank.names())

@@ -259,7 +259,12 @@ class FacePipeline:
         self.embedder = by_name.get("embed")
         self.model_id = getattr(self.embedder, "model_id", None)
         self.threshold = config.threshold if config.threshold is not None else \
-            getattr(self.embedder, "threshold", 0.5)
+            getattr(self.embedder, "threshold", None)
+        if self.embedder is not None and self.threshold is None:
+            raise ValueError(f"the embedder {self.model_id} has no recognition threshold "
+                             "(cosine_threshold in its spec): give one (-th/--threshold)")
+        if self.threshold is None:
+            self.threshold = 1.0  # no recognition: nothing is ever matched
         reid = config.reid_similarity if config.reid_similarity is not None else \
             min(self.threshold + 0.01, 1.0)
         self.tracker = SortTracker(max_age=config.max_age, min_hits=config.min_hits,

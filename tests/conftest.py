@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MOBILEFACE_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data"
+MODELS = SHARED / "models"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -19,6 +20,14 @@ def shared_file(relative: str) -> Path:
     path = DATA / relative
     if not path.is_file():
         pytest.skip(f"test data {path} is absent (set MOBILEFACE_SHARED to the shared folder)")
+    return path
+
+
+def shared_model(relative: str) -> Path:
+    """A file under ../shared/models, or skip the test with the reason."""
+    path = MODELS / relative
+    if not path.is_file():
+        pytest.skip(f"test model {path} is absent (set MOBILEFACE_SHARED to the shared folder)")
     return path
 
 
