@@ -15,8 +15,9 @@ LIN = "Lin-Manuel Miranda"
 OBAMA = "Barack Obama"
 
 
-def _app(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "apps" / f"{name}.py")
+def _app(name, folder="apps"):
+    """A script of apps/ or tools/, imported as a module (its main() is what users run)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -263,3 +264,32 @@ def test_apps_run_as_scripts(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == \
         f"mobileface: error: {tmp_path / 'missing.mp4'}: no such file"
+
+
+def test_a_converted_mobileface_model_as_the_embedder(tmp_path, hamilton, capsys):
+    """MobileFace's own V2 network, converted from MXNet, recognises him in the video."""
+    from conftest import shared_model
+
+    convert = _app("convert_mxnet", "tools")
+    symbol = shared_model("mobileface/MobileFace_Identification_V2-symbol.json")
+    params = shared_model("mobileface/MobileFace_Identification_V2-0000.params")
+    spec = tmp_path / "v2.json"
+    assert convert.main(["--symbol", str(symbol), "--params", str(params), "--input-shape",
+                         "1,3,112,112", "-o", str(tmp_path / "v2.onnx"),
+                         "--spec-preset", "mobileface-v2"]) == 0
+    bank = tmp_path / "bank"
+    for name, photo in ((LIN, "lin-manuel-miranda.png"), (OBAMA, "obama.jpg")):
+        assert take_pic.main(["-q", "-n", name, "--image",
+                              str(shared_file(f"face_recognition/{photo}")),
+                              "--facebank", str(bank), "--embedder", str(spec)]) == 0
+    events = tmp_path / "events.jsonl"
+    assert infer.main(["-q", "-f", str(hamilton), "-b", "2.5", "-d", "5", "--events", str(events),
+                       "--facebank", str(bank), "--embedder", str(spec)]) == 0
+    records = _events(events)
+    his = [r for r in records if r["identity"] == LIN]
+    assert len(his) == 1 and his[0]["first_frame"] >= 83 and his[0]["last_frame"] <= 210
+    assert his[0]["last_frame"] - his[0]["first_frame"] > 100
+    # the same facebank with the default embedder: refused, saying how to re-embed
+    capsys.readouterr()
+    assert infer.main(["-f", str(hamilton), "-d", "1", "--facebank", str(bank)]) == 2
+    assert "facebank import --reembed" in capsys.readouterr().err
