@@ -1,0 +1,76 @@
+"""Command-line plumbing shared by the scripts in benchmark/ and tools/.
+
+Each script builds an argparse parser with these option groups, then runs its
+body through :func:`run_tool`, which turns every error a user can cause into
+one line on stderr and a non-zero exit code (never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from .cli import _add_model_options
+from .errors import MobileFaceError
+
+log = logging.getLogger("mobileface")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--detector, --det-size, --det-threshold, --providers, --threads (as ``mobileface analyze``)."""
+    _add_model_options(parser)
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """--embedder SPEC (repeatable) and --kind, for scripts that embed sets of images."""
+    from .main_face import CROP_MAX_SIDE, KINDS
+
+    parser.add_argument("--embedder", action="append", metavar="SPEC", default=None,
+                        help="embedding model spec, as create_embedder takes it; repeat it to "
+                             "compare models (default: dlib)")
+    parser.add_argument("--kind", choices=KINDS, default="auto",
+                        help="photo: only detected faces; crop: the images are face crops, "
+                             "used whole when no face is detected even on a border; auto "
+                             f"(default): crop for images up to {CROP_MAX_SIDE} px, else photo")
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+
+
+def configure_logging(prog: str, args: argparse.Namespace) -> None:
+    """Library messages as one line each on stderr, prefixed with the script's name."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    level = (logging.DEBUG if getattr(args, "verbose", False)
+             else logging.ERROR if getattr(args, "quiet", False) else logging.WARNING)
+    log.setLevel(level)
+
+
+def analyzer_from_args(args: argparse.Namespace, stages=("landmarks",)):
+    """A FaceAnalyzer from the add_model_options options; by default it finds faces and their
+    68 landmarks only (embedders are built separately, one per --embedder)."""
+    from .analyzer import FaceAnalyzer
+
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    return FaceAnalyzer(detector=args.detector, det_size=args.det_size,
+                        det_threshold=args.det_threshold, providers=providers,
+                        threads=args.threads, stages=stages)
+
+
+def run_tool(body: Callable[[], int]) -> int:
+    """``body()``'s exit code; a user's error is one logged line and exit code 2."""
+    try:
+        return body()
+    except (MobileFaceError, ValueError) as exc:
+        log.error("error: %s", exc)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        log.error("error: %s%s", where, exc.strerror or exc)
+    except KeyboardInterrupt:
+        return 130
+    return 2
