@@ -178,3 +178,44 @@ def test_tsne_with_too_few_faces(tmp_path, capsys):
         cv2.imwrite(str(tmp_path / name / "x.png"), np.zeros((400, 400, 3), np.uint8))
     assert tsne.main([str(tmp_path), "-o", str(tmp_path / "t.png")]) == 2
     assert "at least 4 faces; found 0 in 2 images" in capsys.readouterr().err
+
+
+# --- tools/time_models.py -------------------------------------------------------------------
+
+time_models = load_script("tools/time_models.py")
+
+
+def test_time_models_has_a_row_per_model_batch_and_thread_count(tmp_path, capsys):
+    out = tmp_path / "times.json"
+    assert time_models.main(["--runs", "1", "--warmup", "0", "--json-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = _last_json(printed)
+    assert result == json.loads(out.read_text())
+    rows = {(r["model"], r["batch"], r["threads"]): r for r in result["rows"]}
+    onnx = ["retinaface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "age", "gender", "embed dlib"]
+    for model in onnx:
+        for batch in (1, 8):
+            for threads in (1, 2):
+                row = rows[(model, batch, threads)]
+                assert row["ms_per_call"] > 0
+                assert row["ms_per_item"] == pytest.approx(row["ms_per_call"] / batch, abs=1e-3)
+    assert rows[("landmarks", 8, "-")]["ms_per_call"] > 0
+    assert len(rows) == len(onnx) * 4 + 2
+    assert "embed dlib" in printed and "ms/item" in printed
+
+
+def test_time_models_bad_options_are_one_line(capsys):
+    assert time_models.main(["--models", "retinaface,warp-drive"]) == 2
+    assert "unknown model(s) warp-drive" in capsys.readouterr().err
+    assert time_models.main(["--threads", "one"]) == 2
+    assert "--threads must be" in capsys.readouterr().err
+    assert time_models.main(["--image", "/no/such/photo.jpg", "--models", "age"]) == 2
+    err = capsys.readouterr().err
+    assert "/no/such/photo.jpg: no such file" in err and "Traceback" not in err
+
+
+def test_time_models_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        time_models.main(["--help"])
+    assert exit_.value.code == 0
+    assert "--embedder" in capsys.readouterr().out
