@@ -31,9 +31,8 @@ import numpy as np
 
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 from mobileface import tooling  # noqa: E402
-from mobileface.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS, Pairs,  # noqa: E402
-                                all_pairs, build_embedders, embed_images, folder_pairs,
-                                read_folder_set, read_lfw_pairs)
+from mobileface.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
+                                build_embedders, embed_images, load_verification_set)
 from mobileface.errors import DataError  # noqa: E402
 from mobileface.verification import DEFAULT_FARS, evaluate  # noqa: E402
 
@@ -63,23 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     tooling.add_model_options(parser)
     tooling.add_logging_options(parser)
     return parser
-
-
-def load_pairs(args) -> tuple[Pairs, tuple, str]:
-    """Accuracy pairs, ROC pairs (first, second, same) and a line describing the data."""
-    if args.pairs:
-        pairs = read_lfw_pairs(args.pairs, args.data, args.folds, args.seed)
-        return pairs, (pairs.first, pairs.second, pairs.same), \
-            f"{args.data} with {args.pairs}: {len(pairs.images)} images"
-    images = read_folder_set(args.data)
-    pairs = folder_pairs(images, args.folds, args.seed)
-    roc = all_pairs(images, args.max_impostors, args.seed)
-    return pairs, roc, f"{args.data} (folder per person): {len(images)} images of " \
-                       f"{len(images.people)} people"
-
-
-def _without_failures(ok: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    return ok[first] & ok[second]
 
 
 def plot_roc(results: dict, path: Path, title: str) -> None:
@@ -127,31 +109,23 @@ def run(args) -> int:
     if not all(0 < f < 1 for f in fars):
         raise ValueError("--far must be between 0 and 1")
     out = Path(args.out)
-    pairs, roc_pairs, described = load_pairs(args)
+    vset = load_verification_set(args.data, args.pairs, args.folds, args.seed,
+                                 args.max_impostors)
     analyzer = tooling.analyzer_from_args(args)
     embedders = build_embedders(args.embedder, analyzer.runtime)
-    embedded = embed_images(pairs.images, analyzer, embedders, args.kind)
+    embedded = embed_images(vset.pairs.images, analyzer, embedders, args.kind)
     counts = embedded.counts()
     ok = embedded.ok
     if not ok.any():
         raise DataError(f"no face found in any of the {len(ok)} images")
-
-    keep = _without_failures(ok, pairs.first, pairs.second)
-    dropped = int((~keep).sum())
-    pairs = pairs.subset(keep)
-    r_first, r_second, r_same = roc_pairs
-    r_keep = _without_failures(ok, r_first, r_second)
-    roc_pairs = (r_first[r_keep], r_second[r_keep], r_same[r_keep])
-    if pairs.same.sum() == 0 or (~pairs.same).sum() == 0 or len(np.unique(pairs.fold)) < 2:
-        raise DataError("too few pairs are left once the images without a face are left out")
-
+    vset, dropped = vset.with_images(ok)
+    pairs = vset.pairs
     results = {label: evaluate(embedded.embeddings[label], (pairs.first, pairs.second,
-                                                            pairs.same),
-                               pairs.fold, roc_pairs, fars)
+                                                            pairs.same), pairs.fold, vset.roc, fars)
                for label in embedders}
 
     folds = len(np.unique(pairs.fold))
-    print(f"data: {described}")
+    print(f"data: {vset.described}")
     print(f"accuracy pairs: {pairs.source}"
           + (f"; {dropped} pair(s) left out (image without a face)" if dropped else ""))
     for note in pairs.notes:
@@ -176,7 +150,7 @@ def run(args) -> int:
                                f"{any_roc.impostors} different-person pairs")
     report = {
         "benchmark": "lfw", "data": str(args.data), "pairs_file": args.pairs,
-        "described": described, "pairs": pairs.source, "notes": pairs.notes,
+        "described": vset.described, "pairs": pairs.source, "notes": pairs.notes,
         "score": SCORE, "folds": folds,
         "accuracy_same_pairs": int(pairs.same.sum()),
         "accuracy_different_pairs": int((~pairs.same).sum()),

@@ -247,6 +247,43 @@ def read_lfw_pairs(pairs_file: str | Path, root: str | Path, folds: int = DEFAUL
     return Pairs(images, np.array(first), np.array(second), same_arr, fold, source)
 
 
+@dataclass
+class VerificationSet:
+    """Pairs for k-fold accuracy, and (first, second, same) pairs for the ROC."""
+
+    pairs: Pairs
+    roc: tuple[np.ndarray, np.ndarray, np.ndarray]
+    described: str
+
+    def with_images(self, ok: np.ndarray) -> tuple["VerificationSet", int]:
+        """The pairs whose two images are both ``ok``, and how many accuracy pairs were left out."""
+        keep = ok[self.pairs.first] & ok[self.pairs.second]
+        first, second, same = self.roc
+        r_keep = ok[first] & ok[second]
+        kept = VerificationSet(self.pairs.subset(keep),
+                               (first[r_keep], second[r_keep], same[r_keep]), self.described)
+        pairs = kept.pairs
+        if pairs.same.sum() == 0 or (~pairs.same).sum() == 0 or len(np.unique(pairs.fold)) < 2:
+            raise DataError("too few pairs are left once the images without a face are left out")
+        return kept, int((~keep).sum())
+
+
+def load_verification_set(data: str | Path, pairs_file: str | Path | None = None,
+                          folds: int = DEFAULT_FOLDS, seed: int = 0,
+                          max_impostors: int = DEFAULT_MAX_IMPOSTORS) -> VerificationSet:
+    """An LFW pairs file's pairs (for both accuracy and ROC) with its image root ``data``, or,
+    without a pairs file, :func:`folder_pairs` and :func:`all_pairs` of the tree ``data``."""
+    if pairs_file:
+        pairs = read_lfw_pairs(pairs_file, data, folds, seed)
+        return VerificationSet(pairs, (pairs.first, pairs.second, pairs.same),
+                               f"{data} with {pairs_file}: {len(pairs.images)} images")
+    images = read_folder_set(data)
+    return VerificationSet(folder_pairs(images, folds, seed),
+                           all_pairs(images, max_impostors, seed),
+                           f"{data} (folder per person): {len(images)} images of "
+                           f"{len(images.people)} people")
+
+
 # ---------------------------------------------------------------------------
 # Embeddings of every image
 # ---------------------------------------------------------------------------
