@@ -11,6 +11,7 @@ when their euclidean distance is below :data:`DISTANCE_THRESHOLD`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,9 @@ CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
 #: the spec name of the default embedder
 DEFAULT_EMBEDDER = "dlib"
+#: dlib's ResNet quantised to int8 by tools/optimize_model.py; loads only when that tool's
+#: accuracy check passed (see mobileface/quantize.py)
+INT8_EMBEDDER = "dlib-int8"
 
 
 def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
@@ -44,7 +48,10 @@ def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
     """
     if spec is None or spec == DEFAULT_EMBEDDER:
         return DlibEmbedder(runtime)
-    raise ValueError(f"unknown embedder {spec!r}; available: {DEFAULT_EMBEDDER}")
+    if spec == INT8_EMBEDDER:
+        from .quantize import int8_embedder
+        return int8_embedder(runtime)
+    raise ValueError(f"unknown embedder {spec!r}; available: {DEFAULT_EMBEDDER}, {INT8_EMBEDDER}")
 
 
 class DlibEmbedder(Stage):
@@ -54,8 +61,16 @@ class DlibEmbedder(Stage):
     requires = ("landmarks68",)
     provides = ("embedding",)
 
-    def __init__(self, runtime: RuntimeConfig | None = None):
+    def __init__(self, runtime: RuntimeConfig | None = None, model_path=None,
+                 model_id: str | None = None):
+        """model_path, model_id: another ONNX file of this network (such as its int8
+        version), used as it is; by default the converted model of the cache."""
         runtime = runtime or RuntimeConfig()
+        if model_path is not None:
+            self.model_path = Path(model_path)
+            self.model_id = model_id or f"{MODEL_NAME}:{self.model_path.name}"
+            self.session = create_session(str(self.model_path), runtime, "embed")
+            return
         #: names the model whose embeddings this stage makes (source file's sha256)
         self.model_id = f"{MODEL_NAME}:{registry.get_spec(MODEL_NAME).sha256[:16]}"
         self.model_path = converted_model_path()
