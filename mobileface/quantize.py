@@ -90,6 +90,8 @@ def quantize(source: Path, target: Path, method: str = "static",
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if ranges not in CALIBRATIONS:
         raise ValueError(f"ranges must be one of {', '.join(CALIBRATIONS)}, got {ranges!r}")
+    import contextlib
+    import io
     import tempfile
 
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
@@ -108,7 +110,8 @@ def quantize(source: Path, target: Path, method: str = "static",
             batch = next(self._it, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # onnxruntime's histogram calibrators print their progress: keep stdout for our results
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         # shape inference and graph clean-up first, as onnxruntime recommends; the
         # network's shapes are static but for the batch, so no symbolic inference
         prepared = Path(tmp) / "prepared.onnx"
