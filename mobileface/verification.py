@@ -2,9 +2,10 @@
 
 The score of a pair is the **cosine similarity of the two L2-normalised
 embeddings** (1 = same direction, higher = more alike); a pair is called "same
-person" when its score is at or above the threshold. For dlib's ResNet, whose
-descriptors have norm close to 1, dlib's Euclidean distance threshold 0.6
-corresponds to a cosine similarity of about 0.82.
+person" when its score is at or above the threshold. dlib's ResNet descriptors
+are not normalised (norms 1.25-1.52, mean 1.40, on LFW-Aligned-100Pair); at
+norm 1.4, dlib's Euclidean distance threshold 0.6 corresponds to a cosine
+similarity of 1 - 0.6**2 / (2 * 1.4**2) = 0.91.
 
 Accuracy follows the LFW protocol: the pairs are split into folds; for each
 fold the threshold that maximises accuracy on the other folds is applied to it;
