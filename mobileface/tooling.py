@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
+import time
 from typing import Callable
 
 from .cli import _add_model_options
@@ -60,6 +62,18 @@ def analyzer_from_args(args: argparse.Namespace, stages=("landmarks",)):
     return FaceAnalyzer(detector=args.detector, det_size=args.det_size,
                         det_threshold=args.det_threshold, providers=providers,
                         threads=args.threads, stages=stages)
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
 
 
 def run_tool(body: Callable[[], int]) -> int:

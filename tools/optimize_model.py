@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mobileface import tooling  # noqa: E402
-from mobileface.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
-                                IMAGE_EXTENSIONS, embed_images, load_verification_set)
+from mobileface.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, embed_images,  # noqa: E402
+                                load_verification_set)
 from mobileface.errors import DataError, ImageError  # noqa: E402
 from mobileface.quantize import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS  # noqa: E402
 from mobileface.verification import evaluate, l2_normalise  # noqa: E402
@@ -110,17 +110,6 @@ def face_chips(paths: list[Path], analyzer, kind: str) -> np.ndarray:
     return np.concatenate(blobs)
 
 
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
-
-
 def speed(path: Path, chips: np.ndarray, runs: int, threads: int) -> dict:
     """Session start time and batch 1 / batch 8 latency of one model file."""
     from mobileface.convert.dlib_resnet import INPUT_NAME
@@ -135,8 +124,8 @@ def speed(path: Path, chips: np.ndarray, runs: int, threads: int) -> dict:
     batch8 = np.ascontiguousarray(np.resize(chips, (8, *chips.shape[1:])))
     one = {INPUT_NAME: batch8[:1]}
     eight = {INPUT_NAME: batch8}
-    b1 = median_ms(lambda: session.run(None, one), runs)
-    b8 = median_ms(lambda: session.run(None, eight), max(runs // 4, 3))
+    b1 = tooling.median_ms(lambda: session.run(None, one), runs)
+    b8 = tooling.median_ms(lambda: session.run(None, eight), max(runs // 4, 3))
     return {"start_ms": round(statistics.median(starts) * 1000, 1), "batch1_ms": round(b1, 3),
             "batch8_ms_per_face": round(b8 / 8, 3)}
 

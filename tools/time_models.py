@@ -27,9 +27,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,17 +44,6 @@ from mobileface.errors import MobileFaceError  # noqa: E402
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "face_recognition" / "obama.jpg"
 BUILTIN = ("retinaface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "landmarks", "age", "gender")
 FRAME_SIZE = (640, 360)
-
-
-def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +217,7 @@ def run(args) -> int:
             for batch in batches:
                 faces = inputs.faces[[0] * batch]
                 add(name, "68 points (dlib ERT)", batch, "-",
-                    median_ms(lambda: stage(photo, faces), args.runs, args.warmup))
+                    tooling.median_ms(lambda: stage(photo, faces), args.runs, args.warmup))
             continue
         load, item, detail = models[name]
         model = load()
@@ -240,7 +227,7 @@ def run(args) -> int:
             for batch in batches:
                 feed = {feed_name: _batch(item, batch)}
                 add(name, detail, batch, n_threads,
-                    median_ms(lambda: session.run(None, feed), args.runs, args.warmup))
+                    tooling.median_ms(lambda: session.run(None, feed), args.runs, args.warmup))
     if "embed" in wanted:
         specs = args.embedder or [None]
         for n_threads in threads:
@@ -255,7 +242,7 @@ def run(args) -> int:
                         feed = {stage.session.get_inputs()[0].name: _batch(item, batch)}
                         fn = lambda: stage.session.run(None, feed)  # noqa: E731
                     add(f"embed {label}", detail, batch, n_threads,
-                        median_ms(fn, args.runs, args.warmup))
+                        tooling.median_ms(fn, args.runs, args.warmup))
 
     import onnxruntime
 
