@@ -155,11 +155,11 @@ def onnx_models(inputs: Inputs) -> dict[str, tuple[Callable, np.ndarray, str]]:
     def loader(name):
         return lambda: registry.onnx_bytes(name)
 
-    shape = lambda a: "x".join(str(d) for d in a.shape[1:])  # noqa: E731
     return {
         "retinaface": (loader("retinaface_mnet025"), inputs.retinaface,
                        f"frame {FRAME_SIZE[0]}x{FRAME_SIZE[1]}"),
-        "mtcnn_pnet": (loader("mtcnn_pnet"), inputs.pnet, f"pyramid canvas {shape(inputs.pnet)}"),
+        "mtcnn_pnet": (loader("mtcnn_pnet"), inputs.pnet, 
+                       f"pyramid canvas {inputs.pnet.shape[1]}x{inputs.pnet.shape[2]}"),
         "mtcnn_rnet": (loader("mtcnn_rnet"), inputs.rnet, "face 24x24"),
         "mtcnn_onet": (loader("mtcnn_onet"), inputs.onet, "face 48x48"),
         "age": (loader("age_v1"), inputs.age, "chip 64x64"),
