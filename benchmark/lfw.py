@@ -23,7 +23,6 @@ roc.png and lfw.json into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -160,16 +159,13 @@ def run(args) -> int:
                       for label, r in results.items()],
         "roc_png": str(roc_png),
     }
-    (out / "lfw.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {roc_png} and {out / 'lfw.json'}")
-    print(json.dumps(report))
+    tooling.emit_json(report, str(out / "lfw.json"))
     return 0
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    tooling.configure_logging("lfw.py", args)
-    return tooling.run_tool(lambda: run(args))
+    return tooling.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

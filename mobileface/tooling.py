@@ -7,10 +7,12 @@ one line on stderr and a non-zero exit code (never a traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from .cli import _add_model_options
@@ -88,3 +90,18 @@ def run_tool(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+         argv=None) -> int:
+    """A script's ``main(argv)``: parse, set up logging under the parser's prog, run."""
+    args = parser.parse_args(argv)
+    configure_logging(parser.prog, args)
+    return run_tool(lambda: run(args))
+
+
+def emit_json(result: dict, json_out: str | None = None) -> None:
+    """Print the result as the script's last line, one JSON object; also write it to json_out."""
+    print(json.dumps(result))
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))

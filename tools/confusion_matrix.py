@@ -14,7 +14,6 @@ line. With several --embedder, one heatmap per embedder, side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -176,16 +175,12 @@ def run(args) -> int:
     result = {"tool": "confusion_matrix", "data": str(args.data), "level": args.level,
               "images": {"total": len(images), **counts}, "people": people,
               "embedders": rows, "png": str(out)}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    tooling.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    tooling.configure_logging("confusion_matrix.py", args)
-    return tooling.run_tool(lambda: run(args))
+    return tooling.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

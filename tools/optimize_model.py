@@ -263,14 +263,12 @@ def run(args) -> int:
     print(f"int8 ({variant}) accuracy change: {-loss:+.4f} (bound: a loss of at most "
           f"{args.max_loss:g}) -> {verdict}")
     print(f"wrote {opt_path}, {int8_out}, {out / 'optimize.json'}; installed {int8_cache}")
-    print(json.dumps(report))
+    tooling.emit_json(report)
     return 0 if usable else 1
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    tooling.configure_logging("optimize_model.py", args)
-    return tooling.run_tool(lambda: run(args))
+    return tooling.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ landmarks are dlib's regression trees, not an ONNX model: timed as the stage
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -254,16 +253,12 @@ def run(args) -> int:
               f"{r['ms_per_call']:9.2f} {r['ms_per_item']:9.2f}")
     result = {"tool": "time_models", "image": source, "runs": args.runs,
               "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "rows": rows}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    tooling.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    tooling.configure_logging("time_models.py", args)
-    return tooling.run_tool(lambda: run(args))
+    return tooling.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

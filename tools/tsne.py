@@ -12,7 +12,6 @@ in the map, then one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -137,16 +136,12 @@ def run(args) -> int:
     result = {"tool": "tsne", "data": str(args.data), "images": {"total": len(images), **counts},
               "people": len(images.people), "faces": n, "perplexity": perplexity,
               "chance_same_person": chance, "embedders": rows, "png": str(out)}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    tooling.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    tooling.configure_logging("tsne.py", args)
-    return tooling.run_tool(lambda: run(args))
+    return tooling.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
