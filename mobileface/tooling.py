@@ -66,6 +66,17 @@ def analyzer_from_args(args: argparse.Namespace, stages=("landmarks",)):
                         threads=args.threads, stages=stages)
 
 
+def embed_folder_from_args(args: argparse.Namespace):
+    """The images of the folder-per-person tree ``args.data`` and their embeddings by every
+    --embedder (see add_embedding_options and add_model_options): (ImageSet, EmbeddedImages)."""
+    from .dataset import build_embedders, embed_images, read_folder_set
+
+    images = read_folder_set(args.data, getattr(args, "max_per_person", None))
+    analyzer = analyzer_from_args(args)
+    embedders = build_embedders(args.embedder, analyzer.runtime)
+    return images, embed_images(images.paths, analyzer, embedders, args.kind)
+
+
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
     """Median wall time of ``fn()`` in milliseconds over ``runs`` calls, after ``warmup`` calls."""
     for _ in range(warmup):

@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mobileface import tooling  # noqa: E402
-from mobileface.dataset import build_embedders, embed_images, read_folder_set  # noqa: E402
 from mobileface.errors import DataError  # noqa: E402
 from mobileface.verification import l2_normalise  # noqa: E402
 
@@ -98,10 +97,7 @@ def plot_maps(maps: dict, labels: np.ndarray, people: list[str], path: Path, tit
 
 
 def run(args) -> int:
-    images = read_folder_set(args.data, args.max_per_person)
-    analyzer = tooling.analyzer_from_args(args)
-    embedders = build_embedders(args.embedder, analyzer.runtime)
-    embedded = embed_images(images.paths, analyzer, embedders, args.kind)
+    images, embedded = tooling.embed_folder_from_args(args)
     ok = embedded.ok
     if ok.sum() < 4:
         raise DataError(f"a t-SNE map needs at least 4 faces; found {int(ok.sum())} in "
