@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from mobileface.tooling import median_ms  # noqa: E402,F401  (the scripts' timing helper)
+
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_IMAGE = DATA / "face_recognition" / "obama.jpg"
-
-
-def median_ms(fn, runs: int, warmup: int = 5) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
 
 
 def load_image(path: str | None) -> tuple[np.ndarray, str]:

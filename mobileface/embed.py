@@ -11,6 +11,7 @@ when their euclidean distance is below :data:`DISTANCE_THRESHOLD`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +39,9 @@ DEFAULT_EMBEDDER = "dlib"
 #: embeddings are not centred, so cosines of strangers are high); dlib's own
 #: euclidean 0.6 corresponds to about 0.91 at these embeddings' norms (~1.4).
 DLIB_THRESHOLD = 0.92
+#: dlib's ResNet quantised to int8 by tools/optimize_model.py; loads only when that tool's
+#: accuracy check passed (see mobileface/quantize.py)
+INT8_EMBEDDER = "dlib-int8"
 
 
 def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
@@ -60,6 +64,9 @@ def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
 
     if spec is None or spec == DEFAULT_EMBEDDER:
         return DlibEmbedder(runtime)
+    if spec == INT8_EMBEDDER:
+        from .quantize import int8_embedder
+        return int8_embedder(runtime)
     from .embed_onnx import OnnxEmbedder
     from .embed_spec import EmbedderSpec, load_spec
 
@@ -71,8 +78,8 @@ def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
         path = Path(spec)
         if path.suffix.lower() == ".json" or path.is_file():
             return OnnxEmbedder(load_spec(path), runtime)
-    raise ValueError(f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER!r}, an EmbedderSpec, "
-                     "a spec dict or the path of a spec .json file")
+    raise ValueError(f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER!r}, {INT8_EMBEDDER!r}, "
+                     "an EmbedderSpec, a spec dict or the path of a spec .json file")
 
 
 class DlibEmbedder(Stage):
@@ -83,8 +90,16 @@ class DlibEmbedder(Stage):
     provides = ("embedding",)
     threshold = DLIB_THRESHOLD
 
-    def __init__(self, runtime: RuntimeConfig | None = None):
+    def __init__(self, runtime: RuntimeConfig | None = None, model_path=None,
+                 model_id: str | None = None):
+        """model_path, model_id: another ONNX file of this network (such as its int8
+        version), used as it is; by default the converted model of the cache."""
         runtime = runtime or RuntimeConfig()
+        if model_path is not None:
+            self.model_path = Path(model_path)
+            self.model_id = model_id or f"{MODEL_NAME}:{self.model_path.name}"
+            self.session = create_session(str(self.model_path), runtime, "embed")
+            return
         #: names the model whose embeddings this stage makes (source file's sha256)
         self.model_id = f"{MODEL_NAME}:{registry.get_spec(MODEL_NAME).sha256[:16]}"
         self.model_path = converted_model_path()

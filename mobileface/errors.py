@@ -11,3 +11,7 @@ class ModelError(MobileFaceError):
 
 class ImageError(MobileFaceError, ValueError):
     """An image cannot be read or is not a usable picture."""
+
+
+class DataError(MobileFaceError, ValueError):
+    """A data set (folder of images, pairs file) is missing or malformed."""
