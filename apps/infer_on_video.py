@@ -24,6 +24,8 @@ from mobileface.errors import MobileFaceError  # noqa: E402
 
 #: RetinaFace input size for video: the longer frame side is scaled to this
 VIDEO_DET_SIZE = 480
+#: onnxruntime threads per model for video (see PipelineConfig.threads)
+VIDEO_THREADS = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="camera or stream: reconnection attempts before giving up "
                              "(default: 5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_options(parser, det_size=VIDEO_DET_SIZE)
+    add_model_options(parser, det_size=VIDEO_DET_SIZE, threads=VIDEO_THREADS)
     add_logging_options(parser)
     return parser
 

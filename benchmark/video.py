@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--video", default=str(DEFAULT_VIDEO))
     parser.add_argument("--det-size", type=int, default=APP_DET_SIZE,
                         help=f"RetinaFace input size (default: the app's, {APP_DET_SIZE})")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads per model (default: the app's, 1)")
     parser.add_argument("--fr-frames", type=int, default=60,
                         help="frames face_recognition is timed on (it is slow; default 60; "
                              "0 skips it)")

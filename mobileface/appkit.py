@@ -26,7 +26,7 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
-                      embedder: bool = True) -> None:
+                      embedder: bool = True, threads: int = 0) -> None:
     parser.add_argument("--detector", choices=("retinaface", "mtcnn"), default="retinaface",
                         help="face detector (default: retinaface)")
     parser.add_argument("--det-size", type=int, default=det_size,
@@ -36,8 +36,9 @@ def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
     parser.add_argument("--providers", default="cpu",
                         help="onnxruntime providers in order of preference, comma-separated "
                              "(e.g. cuda,cpu; default: cpu)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="onnxruntime intra-op threads (default: 0 = onnxruntime decides)")
+    parser.add_argument("--threads", type=int, default=threads,
+                        help=f"onnxruntime intra-op threads per model (default: {threads}"
+                             f"{' = onnxruntime decides' if threads == 0 else ''})")
     if embedder:
         parser.add_argument("--embedder", default="dlib", metavar="SPEC",
                             help="embedding model: 'dlib' (default) or the path of an embedder "

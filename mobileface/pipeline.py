@@ -12,7 +12,8 @@ embedding run for a track's face only when
 * its quality beats the best it had when these last ran (by ``quality_gain``);
 * its identity is not confirmed yet, every ``recheck_frames`` frames (for
   faces good enough to recognise, see ``min_quality``);
-* it reappears after frames in which it was not detected.
+* it reappears after ``reappear_frames`` frames or more in which it was not
+  detected (a one-frame miss of the detector is not a reappearance).
 
 Over a track, age is the median of its samples, gender a confidence-weighted
 vote, and the best shot (the face at its highest quality) is kept. The
@@ -50,7 +51,9 @@ class PipelineConfig:
     det_size: int = 640
     det_threshold: float | None = None
     providers: tuple[str, ...] = ("cpu",)
-    threads: int = 0
+    #: onnxruntime threads per model: 1, because the runner detects the next frame while
+    #: it analyses this one, so both cores are busy already (0: onnxruntime decides)
+    threads: int = 1
     embedder: object = None
     #: embed and name faces (off: attributes only, no facebank needed)
     recognition: bool = True
@@ -66,6 +69,8 @@ class PipelineConfig:
     min_quality: float = 0.3
     recheck_frames: int = 5
     quality_gain: float = 0.05
+    #: a track missed for this many frames in a row gets per-track work when it is seen again
+    reappear_frames: int = 5
     #: at most this many tracks get per-track work in one frame (the rest wait)
     max_per_frame: int = 8
     vote_window: int = 9
@@ -93,7 +98,7 @@ class PipelineConfig:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
         if not 0.0 <= self.margin < 2.0:
             raise ValueError(f"margin must be in [0, 2), got {self.margin}")
-        for name in ("recheck_frames", "max_per_frame", "vote_window", "hysteresis",
+        for name in ("recheck_frames", "reappear_frames", "max_per_frame", "vote_window", "hysteresis",
                      "confirm_votes", "attribute_samples", "best_shot_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -181,12 +186,12 @@ class TrackState:
         self.best_embedding: np.ndarray | None = None
         self.last_run = -(10 ** 9)
         self.runs = 0
-        self.missed = False
+        self.missing = 0  # frames in a row without a detection
 
     def seen(self, frame_index: int, timestamp: float, pose: np.ndarray | None) -> None:
         self.last_frame, self.last_time = frame_index, timestamp
         self.frames += 1
-        self.missed = False
+        self.missing = 0
         if pose is not None and np.isfinite(pose).all():
             np.minimum(self.pose_min, pose, out=self.pose_min)
             np.maximum(self.pose_max, pose, out=self.pose_max)
@@ -219,7 +224,7 @@ class TrackState:
             self.best_shot_frame = other.best_shot_frame
             self.best_embedding = other.best_embedding
         self.last_run, self.runs = other.last_run, self.runs + other.runs
-        self.missed = False
+        self.missing = 0
 
 
 @dataclass
@@ -254,6 +259,10 @@ class FacePipeline:
         self.analyzer = analyzer
         self.detector = analyzer.detector
         by_name = {s.name: s for s in analyzer.stages}
+        # Our numpy 68-point predictor for every face count: dlib's is faster alone for
+        # one to three faces but holds the GIL, which stalls the detector thread of the
+        # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).
+        by_name["landmarks"].batch_from = 1
         self.frame_stages = [by_name[n] for n in ("landmarks", "pose", "quality")]
         self.track_stages = [by_name[n] for n in ("attributes", "embed") if n in by_name]
         self.embedder = by_name.get("embed")
@@ -401,7 +410,7 @@ class FacePipeline:
         for tid in tracks.track_id[tracks.predicted]:
             state = self.states.get(int(tid))
             if state is not None:
-                state.missed = True
+                state.missing += 1
         candidates = []
         for row, tid in enumerate(faces.track_id):
             if tid <= 0:
@@ -409,7 +418,7 @@ class FacePipeline:
             state = self.states.get(int(tid))
             if state is None:
                 state = self.states[int(tid)] = TrackState(int(tid), frame_index, timestamp, cfg)
-            reappeared = state.missed
+            reappeared = state.missing >= cfg.reappear_frames
             state.seen(frame_index, timestamp, faces.pose[row])
             quality = float(faces.quality[row])
             if state.runs == 0:
