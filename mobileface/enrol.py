@@ -1,10 +1,10 @@
 """Turning enrolment photos into embeddings: one face per photo, with its quality.
 
 Photos may be ordinary pictures or face crops that are already aligned (the
-chips ``take_pic`` saves, or crops such as LFW-Aligned's 100x100 faces). A
-crop that fills the whole picture is often missed by a detector trained on
-faces with surroundings, so when a small picture shows no face it is padded
-with a grey border and searched again.
+chips ``take_pic`` saves, or crops such as LFW-Aligned's 100x100 faces): faces
+are found as :mod:`mobileface.main_face` finds them (a small picture is first
+searched with a border around it), except that a picture is never taken whole
+as a face: enrolment needs a face the detector sees.
 """
 from __future__ import annotations
 
@@ -18,13 +18,10 @@ import numpy as np
 from .align import dlib_chips
 from .errors import MobileFaceError
 from .image import read_image, to_bgr8
+from .main_face import complete_faces, locate_faces
 
 log = logging.getLogger(__name__)
 
-#: pictures whose longer side is at most this many pixels may be aligned crops
-CROP_MAX_SIDE = 400
-#: the border added around such a crop, as a fraction of its size
-CROP_BORDER = 0.5
 #: the aligned face saved by enrolment: a dlib chip with room around the face
 #: so that the detector finds it again when the facebank is imported
 SAVED_CHIP_SIZE = 256
@@ -97,41 +94,30 @@ class FaceEnroller:
         #: the embedder's recognition threshold (cosine similarity)
         self.threshold: float = embedders[0].threshold
 
-    def _faces(self, image: np.ndarray):
-        faces = self.analyzer.analyze(image)
-        offset = np.zeros(2, np.float32)
-        if len(faces) == 0 and max(image.shape[:2]) <= CROP_MAX_SIDE:
-            border = int(round(CROP_BORDER * max(image.shape[:2])))
-            padded = cv2.copyMakeBorder(image, border, border, border, border,
-                                        cv2.BORDER_CONSTANT, value=(128, 128, 128))
-            faces = self.analyzer.analyze(padded)
-            if len(faces):
-                image, offset = padded, np.full(2, border, np.float32)
-        return faces, image, offset
-
     def embed_image(self, image: np.ndarray, label: str = "image",
                     several: str = "refuse") -> EnrolFace:
         """The one face of a picture.
 
         several: what to do when the picture shows more than one face:
-            "refuse" raises EnrolError, "best" keeps the highest-scoring one.
+            "refuse" raises EnrolError, "best" keeps the most confident one.
         """
         if several not in ("refuse", "best"):
             raise ValueError(f"several must be 'refuse' or 'best', got {several!r}")
         image = to_bgr8(image, label)
-        faces, searched, offset = self._faces(image)
-        if len(faces) == 0:
+        faces, how = locate_faces(self.analyzer.detector, image)
+        if how in ("none", "whole"):
             raise EnrolError(f"{label}: no face found")
         if len(faces) > 1 and several == "refuse":
             raise EnrolError(f"{label}: {len(faces)} faces found, expected one")
         best = int(np.argmax(faces.scores))
-        chip = dlib_chips(searched, faces.landmarks68[best:best + 1], SAVED_CHIP_SIZE,
-                          SAVED_CHIP_PADDING)[0]
-        parts = {k: float(v[best]) for k, v in faces.extra.items() if np.ndim(v) == 1}
-        return EnrolFace(embedding=faces.embedding[best].astype(np.float32),
-                         quality=float(faces.quality[best]), score=float(faces.scores[best]),
-                         box=faces.boxes[best] - np.tile(offset, 2), chip=chip, parts=parts,
-                         pose=faces.pose[best].copy())
+        faces = complete_faces(self.analyzer, image, faces[[best]], how)
+        # Outside the picture the chip is black, as it was for the padded detection.
+        chip = dlib_chips(image, faces.landmarks68, SAVED_CHIP_SIZE, SAVED_CHIP_PADDING)[0]
+        parts = {k: float(v[0]) for k, v in faces.extra.items() if np.ndim(v) == 1}
+        return EnrolFace(embedding=faces.embedding[0].astype(np.float32),
+                         quality=float(faces.quality[0]), score=float(faces.scores[0]),
+                         box=faces.boxes[0].copy(), chip=chip, parts=parts,
+                         pose=faces.pose[0].copy())
 
     def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
         return self.embed_image(read_image(path), str(path), several)

@@ -78,6 +78,40 @@ def _is_crop(image: np.ndarray, kind: str) -> bool:
     return kind == "crop"
 
 
+def locate_faces(detector, image: np.ndarray, kind: str = "auto",
+                 pad: float = DEFAULT_PAD) -> tuple[Faces, str]:
+    """Every detection of the first way (see the module docstring) that finds any, and its name.
+
+    Boxes and keypoints are in ``image``'s pixels. Only the detector runs; see
+    :func:`complete_faces` for the other columns.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not pad >= 0:
+        raise ValueError(f"pad must be >= 0, got {pad!r}")
+    order = ("padded", "detected", "whole") if _is_crop(image, kind) else ("detected", "padded")
+    for how in order:
+        if how == "detected":
+            faces = detector.detect(image)
+        elif how == "padded":
+            faces = _detect_padded(detector, image, pad) if pad > 0 else Faces.empty()
+        else:
+            h, w = image.shape[:2]
+            faces = Faces(np.array([[0, 0, w, h]], np.float32), np.zeros(1, np.float32))
+        if len(faces):
+            return faces, how
+    return Faces.empty(), "none"
+
+
+def complete_faces(analyzer, image: np.ndarray, faces: Faces, how: str) -> Faces:
+    """Run the analyzer's per-face stages on ``faces`` (rows chosen from locate_faces)."""
+    for stage in analyzer.stages:
+        stage(image, faces)
+        if how == "whole" and faces.kps5 is None and faces.landmarks68 is not None:
+            faces.kps5 = kps5_from_landmarks68(faces.landmarks68)
+    return faces
+
+
 def find_main_face(analyzer, image: np.ndarray, kind: str = "auto",
                    pad: float = DEFAULT_PAD) -> MainFace:
     """The largest face of a BGR image, found as the module docstring describes.
@@ -88,34 +122,13 @@ def find_main_face(analyzer, image: np.ndarray, kind: str = "auto",
         images whose longer side is at most :data:`CROP_MAX_SIDE` pixels as crops.
     pad: the border of the padded detection, times the longer side (0 skips it).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not pad >= 0:
-        raise ValueError(f"pad must be >= 0, got {pad!r}")
     from .image import to_bgr8
 
     image = to_bgr8(image)
-    crop = _is_crop(image, kind)
-    order = ("padded", "detected", "whole") if crop else ("detected", "padded")
-    faces = Faces.empty()
-    for how in order:
-        if how == "detected":
-            faces = analyzer.detector.detect(image)
-        elif how == "padded" and pad > 0:
-            faces = _detect_padded(analyzer.detector, image, pad)
-        elif how == "whole":
-            h, w = image.shape[:2]
-            faces = Faces(np.array([[0, 0, w, h]], np.float32), np.zeros(1, np.float32))
-        if len(faces):
-            break
-    else:
-        return MainFace(faces, "none")
-    faces = _largest(faces)
-    for stage in analyzer.stages:
-        stage(image, faces)
-        if how == "whole" and faces.kps5 is None and faces.landmarks68 is not None:
-            faces.kps5 = kps5_from_landmarks68(faces.landmarks68)
-    return MainFace(faces, how)
+    faces, how = locate_faces(analyzer.detector, image, kind, pad)
+    if how == "none":
+        return MainFace(faces, how)
+    return MainFace(complete_faces(analyzer, image, _largest(faces), how), how)
 
 
 def _detect_padded(detector, image: np.ndarray, pad: float) -> Faces:
