@@ -293,3 +293,16 @@ def test_a_converted_mobileface_model_as_the_embedder(tmp_path, hamilton, capsys
     capsys.readouterr()
     assert infer.main(["-f", str(hamilton), "-d", "1", "--facebank", str(bank)]) == 2
     assert "facebank import --reembed" in capsys.readouterr().err
+
+
+def test_update_imports_the_facebank_folders_before_the_run(tmp_path, hamilton):
+    import shutil
+
+    bank = tmp_path / "bank"
+    (bank / LIN).mkdir(parents=True)
+    shutil.copy(shared_file("face_recognition/lin-manuel-miranda.png"), bank / LIN)
+    events = tmp_path / "events.jsonl"
+    assert infer.main(["-q", "-f", str(hamilton), "-b", "3", "-d", "4", "-u", "--events",
+                       str(events), "--facebank", str(bank)]) == 0
+    assert (bank / "facebank.sqlite").is_file()
+    assert any(r["identity"] == LIN for r in _events(events))
