@@ -93,6 +93,7 @@ class FaceEnroller:
         if not embedders:
             raise ValueError("the analyzer must run the embed stage")
         self.analyzer = analyzer
+        self._embedder = embedders[0]
         self.model_id: str = embedders[0].model_id
         #: the embedder's recognition threshold (cosine similarity)
         self.threshold: float = embedders[0].threshold
@@ -125,13 +126,33 @@ class FaceEnroller:
         if len(faces) > 1 and several == "refuse":
             raise EnrolError(f"{label}: {len(faces)} faces found, expected one")
         best = int(np.argmax(faces.scores))
-        chip = dlib_chips(searched, faces.landmarks68[best:best + 1], SAVED_CHIP_SIZE,
+        return self._enrol_face(searched, faces, best, offset)
+
+    def embed_row(self, image: np.ndarray, faces, row: int) -> EnrolFace:
+        """The face in ``row`` of a frame that was already analysed (by a pipeline).
+
+        ``faces`` must have landmarks68, pose and quality (with its parts in
+        ``extra``) filled, as :class:`mobileface.pipeline.FacePipeline` fills
+        them on every frame; the face is embedded here with this enroller's
+        embedder, without detecting it again.
+        """
+        if not 0 <= row < len(faces):
+            raise ValueError(f"row {row} is not a face of this frame ({len(faces)} faces)")
+        if faces.landmarks68 is None or faces.pose is None or faces.quality is None:
+            raise ValueError("the faces need landmarks68, pose and quality filled")
+        image = to_bgr8(image, "frame")
+        one = faces[[row]]
+        self._embedder(image, one)
+        return self._enrol_face(image, one, 0, np.zeros(2, np.float32))
+
+    def _enrol_face(self, image: np.ndarray, faces, row: int, offset: np.ndarray) -> EnrolFace:
+        chip = dlib_chips(image, faces.landmarks68[row:row + 1], SAVED_CHIP_SIZE,
                           SAVED_CHIP_PADDING)[0]
-        parts = {k: float(v[best]) for k, v in faces.extra.items() if np.ndim(v) == 1}
-        return EnrolFace(embedding=faces.embedding[best].astype(np.float32),
-                         quality=float(faces.quality[best]), score=float(faces.scores[best]),
-                         box=faces.boxes[best] - np.tile(offset, 2), chip=chip, parts=parts,
-                         pose=faces.pose[best].copy())
+        parts = {k: float(v[row]) for k, v in faces.extra.items() if np.ndim(v) == 1}
+        return EnrolFace(embedding=faces.embedding[row].astype(np.float32),
+                         quality=float(faces.quality[row]), score=float(faces.scores[row]),
+                         box=faces.boxes[row] - np.tile(offset, 2), chip=chip, parts=parts,
+                         pose=faces.pose[row].copy())
 
     def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
         return self.embed_image(read_image(path), str(path), several)
