@@ -465,3 +465,18 @@ def test_the_library_and_the_command_line_import_no_qt():
     done = _run(code, dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (apt-get install xvfb)")
+def test_the_screenshot_tool_saves_a_png_of_the_running_window(tmp_path, lin_photo, clip):
+    out = tmp_path / "viewer.png"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_") and k != "DISPLAY"}
+    done = subprocess.run([sys.executable, "tools/screenshot_viewer.py", "-f", clip, "-b", "3.5",
+                           "-d", "2", "--after", "0.5", "--size", "1360x800", "--enrol",
+                           f"{LIN}={lin_photo}", "-o", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"#1 {LIN}" in done.stderr                  # his track, named, was on screen
+    shot = cv2.imread(str(out))
+    assert shot.shape == (800, 1360, 3)
+    assert shot.std() > 20                             # not a blank window
