@@ -9,7 +9,7 @@ from mobileface.identity import UNKNOWN, normalise
 from mobileface.pipeline import TrackSummary
 
 
-def _summary(track_id, embedding, quality=0.5, identity=UNKNOWN, frames=10):
+def _summary(track_id, embedding, quality=0.5, identity=UNKNOWN, frames=30):
     return TrackSummary(track_id=track_id, identity=identity, similarity=None, first_frame=0,
                         last_frame=frames, first_time=0.0, last_time=1.0, frames=frames,
                         age=30.0, gender="male", gender_confidence=0.9, best_quality=quality,
@@ -43,7 +43,8 @@ def test_shots_of_the_same_face_form_one_group():
 def test_live_shots_improve_and_ended_ones_are_final():
     (a, a2, *_), (b, *_) = _people(1)
     unknowns = UnknownFaces(threshold=0.9)
-    assert unknowns.update(1, [_summary(1, a, 0.4)], final=False)
+    assert not unknowns.update(1, [_summary(1, a, 0.4, frames=5)], final=False)   # too new
+    assert unknowns.update(1, [_summary(1, a, 0.4, frames=20)], final=False)
     assert not unknowns.update(1, [_summary(1, a2, 0.3)], final=False)   # not better
     assert unknowns.update(1, [_summary(1, a2, 0.6)], final=False)
     assert unknowns.shots[(1, 1)].quality == 0.6

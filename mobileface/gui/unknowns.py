@@ -4,7 +4,9 @@ Each unknown track contributes one shot: its best-quality crop and the
 embedding of that crop (:class:`mobileface.pipeline.TrackSummary`). Shots of
 tracks still going are replaced as the track improves; once a track has ended
 its shot is final. Track ids restart with every run, so a shot is keyed by
-(run, track id). Only shots good enough to enrol are kept (quality at least
+(run, track id). A track still going is shown once it has lasted
+``live_min_frames`` frames (an enrolled person's new track is usually named
+by then). Only shots good enough to enrol are kept (quality at least
 ``min_quality``, by default the enrolment minimum): dark, blurred or tiny
 faces would be refused at enrolment anyway, and their embeddings are all
 alike, so that they would pull unrelated faces into one group.
@@ -58,12 +60,13 @@ class UnknownFaces:
     """The unknown faces seen so far, by (run, track id)."""
 
     def __init__(self, threshold: float, limit: int = 200,
-                 min_quality: float = MIN_ENROL_QUALITY):
+                 min_quality: float = MIN_ENROL_QUALITY, live_min_frames: int = 15):
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.threshold = float(threshold)
         self.limit = int(limit)
         self.min_quality = float(min_quality)
+        self.live_min_frames = int(live_min_frames)
         self.shots: dict[Key, Shot] = {}
 
     def __len__(self) -> int:
@@ -83,7 +86,8 @@ class UnknownFaces:
                 continue
             usable = (summary.identity == UNKNOWN and summary.embedding is not None
                       and summary.best_shot is not None and summary.best_shot.size
-                      and summary.best_quality >= self.min_quality)
+                      and summary.best_quality >= self.min_quality
+                      and (final or summary.frames >= self.live_min_frames))
             if not usable:
                 if known is not None and summary.identity not in (None, UNKNOWN):
                     del self.shots[key]

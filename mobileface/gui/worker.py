@@ -213,10 +213,12 @@ class RunThread(QThread):
         return self._paused
 
     def set_threshold(self, threshold: float) -> None:
-        self._threshold = float(threshold)
+        with self._lock:
+            self._threshold = float(threshold)
 
     def reload_facebank(self) -> None:
-        self._reload = True
+        with self._lock:
+            self._reload = True
 
     def set_overlay(self, options: OverlayOptions) -> None:
         self.overlay = Overlay(options)   # one reference swap: the writer takes either
@@ -282,12 +284,13 @@ class RunThread(QThread):
         self._times.append(now)
         self._analysis = sum(result.timings.get(k, 0.0) for k in ("detect", "total")
                              if k in result.timings)
-        threshold, self._threshold = self._threshold, None
+        with self._lock:
+            threshold, self._threshold = self._threshold, None
+            reload, self._reload = self._reload, False
         if threshold is not None:
             pipeline.threshold = threshold
             pipeline.set_gallery(pipeline.gallery)        # every track is voted again
-        if self._reload:
-            self._reload = False
+        if reload:
             try:
                 pipeline.reload_facebank()
             except MobileFaceError as exc:
