@@ -1,4 +1,4 @@
-"""Command line: ``python -m mobileface analyze|verify|models|facebank``."""
+"""Command line: ``python -m mobileface analyze|verify|models|facebank|gui``."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
 
     facebank_cli.add_parser(sub)
+
+    from . import gui  # the options only: Qt is imported when the viewer starts
+    viewer = sub.add_parser("gui", help="open the desktop viewer (live recognition, facebank, "
+                                        "unknown faces)")
+    gui.add_arguments(viewer)
     return parser
 
 
@@ -157,10 +162,16 @@ def cmd_models(args) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def cmd_gui(args) -> int:
+    from .gui.app import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args)
     commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models,
-                "facebank": facebank_cli.run}
+                "facebank": facebank_cli.run, "gui": cmd_gui}
     return run_main(commands[args.command], args)

@@ -90,6 +90,7 @@ class FaceEnroller:
         if not embedders:
             raise ValueError("the analyzer must run the embed stage")
         self.analyzer = analyzer
+        self._embedder = embedders[0]
         self.model_id: str = embedders[0].model_id
         #: the embedder's recognition threshold (cosine similarity)
         self.threshold: float = embedders[0].threshold
@@ -112,12 +113,33 @@ class FaceEnroller:
         best = int(np.argmax(faces.scores))
         faces = complete_faces(self.analyzer, image, faces[[best]], how)
         # Outside the picture the chip is black, as it was for the padded detection.
-        chip = dlib_chips(image, faces.landmarks68, SAVED_CHIP_SIZE, SAVED_CHIP_PADDING)[0]
-        parts = {k: float(v[0]) for k, v in faces.extra.items() if np.ndim(v) == 1}
-        return EnrolFace(embedding=faces.embedding[0].astype(np.float32),
-                         quality=float(faces.quality[0]), score=float(faces.scores[0]),
-                         box=faces.boxes[0].copy(), chip=chip, parts=parts,
-                         pose=faces.pose[0].copy())
+        return self._enrol_face(image, faces, 0)
+
+    def embed_row(self, image: np.ndarray, faces, row: int) -> EnrolFace:
+        """The face in ``row`` of a frame that was already analysed (by a pipeline).
+
+        ``faces`` must have landmarks68, pose and quality (with its parts in
+        ``extra``) filled, as :class:`mobileface.pipeline.FacePipeline` fills
+        them on every frame; the face is embedded here with this enroller's
+        embedder, without detecting it again.
+        """
+        if not 0 <= row < len(faces):
+            raise ValueError(f"row {row} is not a face of this frame ({len(faces)} faces)")
+        if faces.landmarks68 is None or faces.pose is None or faces.quality is None:
+            raise ValueError("the faces need landmarks68, pose and quality filled")
+        image = to_bgr8(image, "frame")
+        one = faces[[row]]
+        self._embedder(image, one)
+        return self._enrol_face(image, one, 0)
+
+    def _enrol_face(self, image: np.ndarray, faces, row: int) -> EnrolFace:
+        chip = dlib_chips(image, faces.landmarks68[row:row + 1], SAVED_CHIP_SIZE,
+                          SAVED_CHIP_PADDING)[0]
+        parts = {k: float(v[row]) for k, v in faces.extra.items() if np.ndim(v) == 1}
+        return EnrolFace(embedding=faces.embedding[row].astype(np.float32),
+                         quality=float(faces.quality[row]), score=float(faces.scores[row]),
+                         box=faces.boxes[row].copy(), chip=chip, parts=parts,
+                         pose=faces.pose[row].copy())
 
     def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
         return self.embed_image(read_image(path), str(path), several)

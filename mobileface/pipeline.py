@@ -522,8 +522,17 @@ class FacePipeline:
             return UNKNOWN
         return self.gallery.name_of(state.vote.current) or UNKNOWN
 
+    def live_summaries(self) -> list[TrackSummary]:
+        """What is known so far about every track still going (they go on).
+
+        Call it from the thread that runs :meth:`process`, between frames.
+        """
+        return [self._summary(state) for _, state in sorted(self.states.items())]
+
     def _finish(self, track_id: int) -> TrackSummary:
-        state = self.states.pop(track_id)
+        return self._summary(self.states.pop(track_id))
+
+    def _summary(self, state: TrackState) -> TrackSummary:
         male = state.male_share
         has_gender = math.isfinite(male)
         pose_known = np.isfinite(state.pose_min).all()
@@ -532,7 +541,7 @@ class FacePipeline:
                       for i, name in enumerate(("yaw", "pitch", "roll"))}
         recognised = self.embedder is not None
         return TrackSummary(
-            track_id=track_id,
+            track_id=state.id,
             identity=self.identity_of(state) if recognised else None,
             similarity=state.vote.similarity if recognised else None,
             first_frame=state.first_frame, last_frame=state.last_frame,

@@ -188,3 +188,34 @@ def test_changes_another_process_makes_to_the_facebank_are_picked_up(clip, tmp_p
     assert all(_names(r) == ["Unknown"] for r in results[:40])
     assert _names(results[40]) == ["Lin"]            # named on the next frame, no restart
     assert _names(results[56]) == [LIN]              # and renamed
+
+
+def test_live_summaries_describe_the_tracks_without_ending_them(pipeline, gallery, clip):
+    pipeline.set_gallery(gallery)
+    pipeline.reset()
+    for i in range(100, 140):
+        pipeline.process(clip[i], i, i / 29.97)
+    live = pipeline.live_summaries()
+    assert [s.track_id for s in live] == sorted(pipeline.states)
+    (his,) = [s for s in live if s.identity == LIN]
+    assert his.best_shot is not None and his.embedding is not None and his.frames > 30
+    assert his.track_id in pipeline.states          # still going
+    result = pipeline.process(clip[140], 140, 140 / 29.97)
+    assert LIN in _names(result)
+    assert [s.track_id for s in pipeline.finish()] == [s.track_id for s in live]
+
+
+def test_a_face_of_an_analysed_frame_embeds_like_the_same_face_from_its_picture(pipeline, clip):
+    enrol = FaceEnroller(pipeline.analyzer)
+    pipeline.set_gallery(Gallery.empty())
+    pipeline.reset()
+    result = pipeline.process(clip[150], 150, 150 / 29.97)
+    pipeline.finish()
+    face = enrol.embed_row(clip[150], result.faces, 0)
+    again = enrol.embed_image(clip[150])
+    assert float(normalise(face.embedding) @ normalise(again.embedding)) > 0.99
+    assert face.quality == pytest.approx(float(result.faces.quality[0]))
+    assert face.parts == pytest.approx({k: float(v[0]) for k, v in result.faces.extra.items()})
+    assert face.chip.shape == again.chip.shape and face.problem() is None
+    with pytest.raises(ValueError, match="row 1"):
+        enrol.embed_row(clip[150], result.faces, 1)

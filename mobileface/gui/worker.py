@@ -1,0 +1,324 @@
+"""The pipeline in a worker QThread, and the newest analysed frame handed to the window.
+
+A :class:`RunThread` opens the source and runs :class:`mobileface.runner.VideoRunner`
+(its reader, detector, inference and writer threads) until the source ends
+or :meth:`RunThread.stop` is called. The window is never blocked:
+
+* the writer thread annotates each frame and puts it into a one-frame
+  mailbox (:class:`LatestFrame`); the window is signalled only when the
+  mailbox was empty, and takes whatever is newest when it gets to it, so
+  frames never pile up in the UI thread (the newest frame wins);
+* changes the window asks for (threshold, facebank reloaded, overlays) are
+  stored here and applied by the inference thread between two frames, the
+  only thread that may touch the pipeline's tracks.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QThread, pyqtSignal
+from PyQt6.QtGui import QImage
+
+from ..draw import Overlay, OverlayOptions
+from ..errors import MobileFaceError
+from ..identity import Gallery
+from ..pipeline import FacePipeline, FrameResult, PipelineConfig
+from ..runner import RunStats, Sink, VideoRunner
+from ..video import Frame, VideoSource, describe, parse_source
+
+log = logging.getLogger(__name__)
+
+#: how often the tracks still going are sent to the window (unknown faces), seconds
+LIVE_TRACKS_EVERY = 1.0
+#: how often fps and latency are sent, seconds
+PROGRESS_EVERY = 0.5
+#: camera or stream: seconds to wait for it to open
+OPEN_TIMEOUT = 5.0
+#: frames read ahead of the analysis (files): few, so that what is shown is recent
+QUEUE_SIZE = 2
+
+
+def to_qimage(bgr: np.ndarray) -> QImage:
+    """A deep copy of a BGR uint8 image as a QImage (safe to hand to another thread)."""
+    bgr = np.ascontiguousarray(bgr)
+    height, width = bgr.shape[:2]
+    return QImage(bgr.data, width, height, bgr.strides[0], QImage.Format.Format_BGR888).copy()
+
+
+@dataclass
+class RunRequest:
+    """What to run: the source and the pipeline settings."""
+
+    source: str | int
+    begin: float = 0.0
+    duration: float | None = None
+    detector: str = "retinaface"
+    det_size: int = 480
+    threshold: float | None = None
+    facebank: Path | None = None
+    #: play video files at their frame rate (off: as fast as the analysis goes)
+    realtime: bool = True
+    reconnect_attempts: int = 5
+
+
+@dataclass
+class ViewFrame:
+    """One analysed frame, as the window shows it."""
+
+    run: int
+    index: int
+    timestamp: float
+    image: np.ndarray       # the frame as read (BGR), for enrolment
+    view: QImage            # annotated
+    result: FrameResult
+
+
+@dataclass
+class Progress:
+    fps: float              # frames analysed per second, over the last second or so
+    latency: float          # seconds from reading the last frame to the end of its analysis
+    analysis: float         # seconds the pipeline spent on the last frame
+    frames: int
+    dropped: int            # live sources: frames replaced before they were analysed
+
+
+class LatestFrame:
+    """A one-item mailbox: put() replaces what take() has not taken yet."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._item = None
+        self.replaced = 0
+
+    def put(self, item) -> bool:
+        """Store the newest item; True when the box was empty (the reader must be told)."""
+        with self._lock:
+            empty = self._item is None
+            if not empty:
+                self.replaced += 1
+            self._item = item
+            return empty
+
+    def take(self):
+        with self._lock:
+            item, self._item = self._item, None
+            return item
+
+
+class PipelineHolder:
+    """One pipeline kept across runs (loading the models takes seconds), and the
+    facebank it follows. Used by one run at a time."""
+
+    def __init__(self):
+        self._pipeline: FacePipeline | None = None
+        self._key = None
+        self._banks: dict[Path, object] = {}
+
+    def pipeline(self, request: RunRequest) -> FacePipeline:
+        key = (request.detector, request.det_size)
+        if self._pipeline is None or self._key != key:
+            self._pipeline = None
+            self._pipeline = FacePipeline(PipelineConfig(detector=request.detector,
+                                                         det_size=request.det_size))
+            self._key = key
+        pipeline = self._pipeline
+        default = getattr(pipeline.embedder, "threshold", pipeline.threshold)
+        pipeline.threshold = request.threshold if request.threshold is not None else default
+        return pipeline
+
+    def facebank(self, folder: Path):
+        from ..facebank import Facebank
+
+        folder = Path(folder)
+        if folder not in self._banks:
+            self._banks[folder] = Facebank(folder)
+        return self._banks[folder]
+
+
+class _ViewSink(Sink):
+    """In the runner's writer thread: draw the overlays, hand the newest frame over."""
+
+    def __init__(self, thread: "RunThread"):
+        self.thread = thread
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        thread = self.thread
+        view = thread.overlay.annotate(frame.image.copy(), result)
+        item = ViewFrame(thread.run_id, frame.index, frame.timestamp, frame.image,
+                         to_qimage(view), result)
+        if thread.mailbox.put(item):
+            thread.frameReady.emit()
+        if result.finished:
+            thread.tracks.emit(thread.run_id, list(result.finished), True)
+
+    def finish(self, summaries) -> None:
+        if summaries:
+            self.thread.tracks.emit(self.thread.run_id, list(summaries), True)
+
+
+class RunThread(QThread):
+    """One run of the pipeline over one source."""
+
+    frameReady = pyqtSignal()                 # the mailbox has a frame (it was empty)
+    progress = pyqtSignal(object)             # Progress
+    status = pyqtSignal(str)                  # what it is doing ("loading the models"...)
+    failed = pyqtSignal(str)                  # one line, for the window
+    tracks = pyqtSignal(int, object, bool)    # run id, [TrackSummary], final (ended)
+    ended = pyqtSignal(int, object)           # run id, RunStats (None: it never ran)
+
+    def __init__(self, run_id: int, request: RunRequest, holder: PipelineHolder,
+                 mailbox: LatestFrame, overlay: OverlayOptions, parent=None):
+        super().__init__(parent)
+        self.run_id = run_id
+        self.request = request
+        self.holder = holder
+        self.mailbox = mailbox
+        self.overlay = Overlay(overlay)
+        self.label = describe(parse_source(request.source))
+        self._lock = threading.Lock()
+        self._runner: VideoRunner | None = None
+        self._stopping = False
+        self._paused = False
+        self._threshold: float | None = None
+        self._reload = False
+        self._times: deque[float] = deque(maxlen=30)
+        self._analysis = 0.0
+        self._pace_origin: float | None = None
+        self._next_live = 0.0
+        self._next_progress = 0.0
+        self._live = False
+
+    # -- asked by the window (any thread) --------------------------------------------
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            if self._runner is not None:
+                self._runner.stop()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._lock:
+            self._paused = paused
+            if self._runner is not None:
+                (self._runner.pause if paused else self._runner.resume)()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_threshold(self, threshold: float) -> None:
+        with self._lock:
+            self._threshold = float(threshold)
+
+    def reload_facebank(self) -> None:
+        with self._lock:
+            self._reload = True
+
+    def set_overlay(self, options: OverlayOptions) -> None:
+        self.overlay = Overlay(options)   # one reference swap: the writer takes either
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        stats: RunStats | None = None
+        try:
+            stats = self._run()
+        except (MobileFaceError, ValueError) as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # never let a worker take the window down
+            log.debug("the run failed", exc_info=True)
+            self.failed.emit(f"the run failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.ended.emit(self.run_id, stats)
+
+    def _run(self) -> RunStats | None:
+        request = self.request
+        self.status.emit(f"opening {self.label}…")
+        source = VideoSource(request.source, begin=request.begin, duration=request.duration,
+                             reconnect_attempts=request.reconnect_attempts,
+                             open_timeout=OPEN_TIMEOUT)
+        try:
+            self.status.emit("loading the models…")
+            pipeline = self.holder.pipeline(request)
+            pipeline.set_facebank(Gallery.empty())
+            if request.facebank is not None:
+                try:
+                    pipeline.set_facebank(self.holder.facebank(request.facebank))
+                except MobileFaceError as exc:
+                    self.failed.emit(f"the facebank is not used: {exc}")
+                    pipeline.set_facebank(Gallery.empty())
+        except BaseException:
+            source.close()
+            raise
+        self._live = source.live
+        runner = VideoRunner(source, pipeline, [_ViewSink(self)], queue_size=QUEUE_SIZE,
+                             on_result=self._on_result, on_progress=self._on_progress,
+                             progress_every=PROGRESS_EVERY)
+        with self._lock:
+            if self._stopping:
+                source.close()
+                return None
+            self._runner = runner
+            if self._paused:
+                runner.pause()
+        self.status.emit(f"running on {self.label}")
+        stats = runner.run()
+        self._emit_progress(stats)
+        if stats.error:
+            self.failed.emit(stats.error)
+        elif stats.truncated:
+            self.failed.emit(f"{self.label} ended early: the file is truncated or corrupt")
+        return stats
+
+    # -- in the runner's inference thread, between two frames -----------------------------
+
+    def _on_result(self, frame: Frame, result: FrameResult) -> None:
+        runner, pipeline = self._runner, self._runner.pipeline
+        now = time.perf_counter()
+        self._times.append(now)
+        self._analysis = sum(result.timings.get(k, 0.0) for k in ("detect", "total")
+                             if k in result.timings)
+        with self._lock:
+            threshold, self._threshold = self._threshold, None
+            reload, self._reload = self._reload, False
+        if threshold is not None:
+            pipeline.threshold = threshold
+            pipeline.set_gallery(pipeline.gallery)        # every track is voted again
+        if reload:
+            try:
+                pipeline.reload_facebank()
+            except MobileFaceError as exc:
+                self.failed.emit(f"facebank not reloaded: {exc}")
+        if now >= self._next_live:
+            self._next_live = now + LIVE_TRACKS_EVERY
+            self.tracks.emit(self.run_id, pipeline.live_summaries(), False)
+        if self.request.realtime and not self._live:
+            self._pace(frame, runner)
+
+    def _pace(self, frame: Frame, runner: VideoRunner) -> None:
+        """Hold a video file to its frame rate (the first frame sets the clock)."""
+        now = time.perf_counter()
+        if self._pace_origin is None or now - (self._pace_origin + frame.timestamp) > 0.25:
+            self._pace_origin = now - frame.timestamp      # start, or behind (after a pause)
+        target = self._pace_origin + frame.timestamp
+        while not self._stopping and not runner.paused:
+            left = target - time.perf_counter()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.05))
+
+    def _on_progress(self, stats: RunStats) -> None:
+        self._emit_progress(stats)
+
+    def _emit_progress(self, stats: RunStats) -> None:
+        times = self._times
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
+            times[-1] > times[0] else 0.0
+        self.progress.emit(Progress(fps, stats.last_latency, self._analysis, stats.frames,
+                                    stats.dropped))
