@@ -264,7 +264,7 @@ class FacePipeline:
         # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).
         by_name["landmarks"].batch_from = 1
         self.frame_stages = [by_name[n] for n in ("landmarks", "pose", "quality")]
-        self.track_stages = [by_name[n] for n in ("attributes", "embed") if n in by_name]
+        self.attributes = by_name.get("attributes")
         self.embedder = by_name.get("embed")
         self.model_id = getattr(self.embedder, "model_id", None)
         self.threshold = config.threshold if config.threshold is not None else \
@@ -386,9 +386,9 @@ class FacePipeline:
 
         mark = time.perf_counter()
         self._poll_facebank()
-        due = self._update_states(faces, tracks, frame_index, timestamp)
+        due, recheck = self._update_states(faces, tracks, frame_index, timestamp)
         if len(due):
-            self._per_track_work(frame, faces, due, frame_index)
+            self._per_track_work(frame, faces, due, recheck, frame_index)
         self._fill_columns(faces)
         finished = [self._finish(tid) for tid in tracks.finished if tid in self.states]
         timings["per_track"] = time.perf_counter() - mark
@@ -404,8 +404,9 @@ class FacePipeline:
         return sorted(summaries, key=lambda s: s.track_id)
 
     def _update_states(self, faces: Faces, tracks: Tracks, frame_index: int,
-                       timestamp: float) -> np.ndarray:
-        """Record this frame in every track's state; returns the rows due for per-track work."""
+                       timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Record this frame in every track's state; returns the rows due for per-track
+        work, and which of them are only periodic identity re-checks."""
         cfg = self.config
         for tid in tracks.track_id[tracks.predicted]:
             state = self.states.get(int(tid))
@@ -435,14 +436,25 @@ class FacePipeline:
                 continue
             candidates.append((priority, -quality, row))
         candidates.sort()
-        return np.array([row for _, _, row in candidates[:cfg.max_per_frame]], np.int64)
+        chosen = candidates[:cfg.max_per_frame]
+        rows = np.array([row for _, _, row in chosen], np.int64)
+        # A periodic re-check is for the identity: age and gender keep their samples.
+        recheck = np.array([priority == 3 for priority, _, _ in chosen], bool)
+        return rows, recheck
 
     def _per_track_work(self, frame: np.ndarray, faces: Faces, rows: np.ndarray,
-                        frame_index: int) -> None:
+                        recheck: np.ndarray, frame_index: int) -> None:
         cfg = self.config
         sub = faces[rows]
-        for stage in self.track_stages:
-            stage(frame, sub)
+        if self.embedder is not None:
+            self.embedder(frame, sub)
+        ages = genders = None
+        if self.attributes is not None and not recheck.all():
+            described = sub[~recheck]
+            self.attributes(frame, described)
+            ages = np.full(len(sub), np.nan, np.float32)
+            genders = ages.copy()
+            ages[~recheck], genders[~recheck] = described.age, described.gender
         embeddings = None
         if sub.embedding is not None:
             from .identity import normalise
@@ -458,9 +470,9 @@ class FacePipeline:
                 state.best_quality = quality
                 state.best_shot = self._crop(frame, faces.boxes[row])
                 state.best_shot_frame = frame_index
-            if sub.age is not None:
-                state.ages.append(float(sub.age[k]))
-                state.genders.append(float(sub.gender[k]))
+            if ages is not None and not recheck[k]:
+                state.ages.append(float(ages[k]))
+                state.genders.append(float(genders[k]))
             if embeddings is None:
                 continue
             good = quality >= cfg.min_quality

@@ -177,7 +177,7 @@ def test_a_stream_that_disconnects_keeps_what_was_written(tmp_path, capsys, hami
     err = capsys.readouterr().err
     assert "disconnected and could not be reopened" in err
     written, _ = _frames(out)
-    assert 10 <= written <= 40
+    assert 1 <= written <= 40          # live: frames the analysis could not keep up with are dropped
     records = _events(events)
     assert records and all(r["gender"] == "male" for r in records if r["frames"] > 10)
 
