@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from mobileface.tooling import median_ms  # noqa: E402,F401  (the scripts' timing helper)
+from mobileface.video import VideoSource  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_IMAGE = DATA / "face_recognition" / "obama.jpg"
@@ -59,3 +60,37 @@ def demo_facebank(folder: Path, pipeline):
     bank.import_folder(enrol.embedding_and_quality, enrol.model_id)
     pipeline.set_facebank(bank)
     return bank
+
+
+class LoopedSource:
+    """A video file played again and again until ``frames`` frames (frame numbers and times go on)."""
+
+    live = False
+    reconnects = 0
+    truncated = False
+
+    def __init__(self, path: Path, frames: int):
+        self.path, self.frames = path, frames
+        self._source = VideoSource(path)
+        self.label, self.fps = self._source.label, self._source.fps
+        self.width, self.height = self._source.width, self._source.height
+        self.expected_frames = frames
+        self._offset = 0
+        self._read = 0
+
+    def read(self):
+        if self._read >= self.frames:
+            return None
+        frame = self._source.read()
+        if frame is None:
+            self._offset = self._read
+            self._source.close()
+            self._source = VideoSource(self.path)
+            frame = self._source.read()
+        frame.index = self._offset + frame.index
+        frame.timestamp = frame.index / self.fps
+        self._read += 1
+        return frame
+
+    def close(self) -> None:
+        self._source.close()

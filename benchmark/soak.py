@@ -20,11 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, demo_facebank, emit  # puts the repo on sys.path
+from common import DATA, LoopedSource, demo_facebank, emit  # puts the repo on sys.path
 from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
 from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
 from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
-from mobileface.video import VideoSource  # noqa: E402
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -34,40 +33,6 @@ def rss_mb() -> float:
     """This process's resident set size, MB (from /proc/self/statm)."""
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * PAGE / 2**20
-
-
-class LoopedSource:
-    """A video file played again and again until ``frames`` frames (frame numbers and times go on)."""
-
-    live = False
-    reconnects = 0
-    truncated = False
-
-    def __init__(self, path: Path, frames: int):
-        self.path, self.frames = path, frames
-        self._source = VideoSource(path)
-        self.label, self.fps = self._source.label, self._source.fps
-        self.width, self.height = self._source.width, self._source.height
-        self.expected_frames = frames
-        self._offset = 0
-        self._read = 0
-
-    def read(self):
-        if self._read >= self.frames:
-            return None
-        frame = self._source.read()
-        if frame is None:
-            self._offset = self._read
-            self._source.close()
-            self._source = VideoSource(self.path)
-            frame = self._source.read()
-        frame.index = self._offset + frame.index
-        frame.timestamp = frame.index / self.fps
-        self._read += 1
-        return frame
-
-    def close(self) -> None:
-        self._source.close()
 
 
 def main(argv=None) -> int:
