@@ -1,7 +1,6 @@
 """Helpers shared by the benchmark scripts: timing and the default test photo."""
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from mobileface.tooling import emit_json as emit  # noqa: E402,F401  (the closing JSON line)
 from mobileface.tooling import median_ms  # noqa: E402,F401  (the scripts' timing helper)
 from mobileface.video import VideoSource  # noqa: E402
 
@@ -31,13 +31,6 @@ def load_image(path: str | None) -> tuple[np.ndarray, str]:
         return image, path
     from skimage import data
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
-
-
-def emit(result: dict, json_out: str | None) -> None:
-    """The closing JSON line of a benchmark, also written to ``json_out`` when given."""
-    print(json.dumps(result))
-    if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2))
 
 
 #: who the video benchmarks enrol: recognition runs against a real facebank
