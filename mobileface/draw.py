@@ -34,8 +34,10 @@ def _scale(scene: np.ndarray) -> float:
     return max(0.7, scene.shape[0] / 720.0)
 
 
-def _text_block(scene: np.ndarray, lines: list[str], x: int, y: int, fg, bg, scale: float) -> None:
-    """Lines of text on a filled background, the first line's box bottom at y (moved on-screen)."""
+def _text_block(scene: np.ndarray, lines: list[str], x: int, y: int, fg, bg, scale: float,
+                below: int | None = None) -> None:
+    """Lines of text on a filled background ending at y; where there is no room above y,
+    starting at ``below`` instead (or at the top of the frame)."""
     font_scale = 0.55 * scale
     thickness = max(1, round(1.5 * scale))
     sizes = [cv2.getTextSize(t, FONT, font_scale, thickness) for t in lines]
@@ -43,7 +45,7 @@ def _text_block(scene: np.ndarray, lines: list[str], x: int, y: int, fg, bg, sca
     width = max(w for (w, _), _ in sizes) + round(8 * scale)
     top = y - line_h * len(lines)
     if top < 0:
-        top = 0
+        top = 0 if below is None else min(below, scene.shape[0] - line_h * len(lines))
     x = int(min(max(0, x), max(0, scene.shape[1] - width)))
     cv2.rectangle(scene, (x, top), (x + width, top + line_h * len(lines)), bg, cv2.FILLED)
     for i, text in enumerate(lines):
@@ -101,7 +103,8 @@ class LabelAnnotator:
             fg = (255, 255, 255) if not known else (0, 0, 0)
             if known:
                 bg = tuple(min(255, c + 60) for c in bg)
-            _text_block(scene, lines, int(box[0]), int(box[1]) - 2, fg, bg, scale)
+            _text_block(scene, lines, int(box[0]), int(box[1]) - 2, fg, bg, scale,
+                        below=int(box[3]) + 2)
         return scene
 
 
