@@ -70,7 +70,7 @@ def enroller(args):
 
 def run(args) -> int:
     command = args.facebank_command
-    if command in ("remove", "rename", "list") and not Path(args.facebank or
+    if command in ("remove", "rename", "list", "calibrate") and not Path(args.facebank or
                                                              default_facebank()).is_dir():
         from .facebank import FacebankError
         raise FacebankError(f"no facebank folder {args.facebank or default_facebank()}")
