@@ -31,9 +31,8 @@ import numpy as np
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
 from mobileface import tooling  # noqa: E402
 from mobileface.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
-                                build_embedders, embed_images, load_verification_set)
-from mobileface.errors import DataError  # noqa: E402
-from mobileface.verification import DEFAULT_FARS, evaluate  # noqa: E402
+                                build_embedders, load_verification_set, verify_embedders)
+from mobileface.verification import DEFAULT_FARS  # noqa: E402
 
 SCORE = "cosine similarity of L2-normalised embeddings; same person when >= threshold"
 
@@ -112,16 +111,10 @@ def run(args) -> int:
                                  args.max_impostors)
     analyzer = tooling.analyzer_from_args(args)
     embedders = build_embedders(args.embedder, analyzer.runtime)
-    embedded = embed_images(vset.pairs.images, analyzer, embedders, args.kind)
+    vset, dropped, embedded, results = verify_embedders(vset, analyzer, embedders, args.kind, fars)
     counts = embedded.counts()
     ok = embedded.ok
-    if not ok.any():
-        raise DataError(f"no face found in any of the {len(ok)} images")
-    vset, dropped = vset.with_images(ok)
     pairs = vset.pairs
-    results = {label: evaluate(embedded.embeddings[label], (pairs.first, pairs.second,
-                                                            pairs.same), pairs.fold, vset.roc, fars)
-               for label in embedders}
 
     folds = len(np.unique(pairs.fold))
     print(f"data: {vset.described}")

@@ -363,3 +363,25 @@ def embed_images(paths: Iterable[Path], analyzer, embedders: dict,
         embeddings[label] = out
     model_ids = {label: str(getattr(stage, "model_id", label)) for label, stage in embedders.items()}
     return EmbeddedImages(embeddings, how, model_ids)
+
+
+def verify_embedders(vset: "VerificationSet", analyzer, embedders: dict, kind: str = "auto",
+                     fars=None) -> tuple["VerificationSet", int, "EmbeddedImages", dict]:
+    """Embed the set's images with every embedder and evaluate each on its pairs.
+
+    Pairs with an image in which no face was found are left out. Returns the
+    pairs kept, how many accuracy pairs were left out, the embeddings and the
+    :class:`~mobileface.verification.VerificationResult` of each embedder.
+    """
+    from .verification import DEFAULT_FARS, evaluate
+
+    embedded = embed_images(vset.pairs.images, analyzer, embedders, kind)
+    ok = embedded.ok
+    if not ok.any():
+        raise DataError(f"no face found in any of the {len(ok)} images")
+    vset, dropped = vset.with_images(ok)
+    pairs = vset.pairs
+    results = {label: evaluate(embedded.embeddings[label], (pairs.first, pairs.second, pairs.same),
+                               pairs.fold, vset.roc, fars or DEFAULT_FARS)
+               for label in embedders}
+    return vset, dropped, embedded, results

@@ -37,11 +37,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mobileface import tooling  # noqa: E402
-from mobileface.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, embed_images,  # noqa: E402
+from mobileface.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,  # noqa: E402
                                 load_verification_set)
 from mobileface.errors import DataError, ImageError  # noqa: E402
 from mobileface.quantize import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS  # noqa: E402
-from mobileface.verification import evaluate, l2_normalise  # noqa: E402
+from mobileface.verification import l2_normalise  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,15 +170,9 @@ def run(args) -> int:
     embedders = {"float": DlibEmbedder(runtime),
                  "float-opt": DlibEmbedder(runtime, model_path=opt_path),
                  "int8": DlibEmbedder(runtime, model_path=int8_out)}
-    embedded = embed_images(vset.pairs.images, analyzer, embedders, args.kind)
+    vset, dropped, embedded, results = verify_embedders(vset, analyzer, embedders, args.kind)
     ok = embedded.ok
-    if not ok.any():
-        raise DataError(f"no face found in any of the {len(ok)} images of {args.data}")
-    vset, dropped = vset.with_images(ok)
     pairs = vset.pairs
-    results = {label: evaluate(embedded.embeddings[label], (pairs.first, pairs.second,
-                                                            pairs.same), pairs.fold, vset.roc)
-               for label in embedders}
     ref = l2_normalise(embedded.embeddings["float"][ok])
     drift = {label: (l2_normalise(embedded.embeddings[label][ok]) * ref).sum(1)
              for label in ("float-opt", "int8")}
