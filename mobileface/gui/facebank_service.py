@@ -206,16 +206,9 @@ class FacebankService(QObject):
         refused = []
         for path in paths:
             person = check_name(name or Path(path).stem.replace("_", " "))
-            try:
-                face = self.enroller.embed_file(path)
-            except MobileFaceError as exc:
-                refused.append(str(exc))
-                continue
-            problem = face.problem()
-            if problem:
-                refused.append(f"{path}: {problem}")
-                continue
-            by_name.setdefault(person, []).append(face)
+            face = self._enrollable(lambda: self.enroller.embed_file(path), str(path), refused)
+            if face is not None:
+                by_name.setdefault(person, []).append(face)
         for person, faces in by_name.items():
             self._store(person, faces, "photo-" + time.strftime("%Y%m%d-%H%M%S"))
         added = sum(len(f) for f in by_name.values())
@@ -226,6 +219,21 @@ class FacebankService(QObject):
             text += "; refused: " + "; ".join(refused)
         self.message.emit(text, bool(refused))
 
+    @staticmethod
+    def _enrollable(embed, label: str, refused: list[str]):
+        """The face ``embed()`` gives when it is good enough to enrol; else None, with the
+        reason appended to ``refused``."""
+        try:
+            face = embed()
+        except MobileFaceError as exc:
+            refused.append(str(exc))
+            return None
+        problem = face.problem()
+        if problem:
+            refused.append(f"{label}: {problem}")
+            return None
+        return face
+
     def _enrol_shots(self, name: str, shots: list[tuple[tuple[int, int], np.ndarray]]) -> None:
         """The best shots of a group of unknown tracks, under one name."""
         from ..facebank import check_name
@@ -234,17 +242,11 @@ class FacebankService(QObject):
         accepted, keys, refused = [], [], []
         for key, image in shots:
             label = f"track #{key[1]}"
-            try:
-                face = self.enroller.embed_image(image, label, several="best")
-            except MobileFaceError as exc:
-                refused.append(str(exc))
-                continue
-            problem = face.problem()
-            if problem:
-                refused.append(f"{label}: {problem}")
-                continue
-            accepted.append(face)
-            keys.append(key)
+            face = self._enrollable(lambda: self.enroller.embed_image(image, label, several="best"),
+                                    label, refused)
+            if face is not None:
+                accepted.append(face)
+                keys.append(key)
         if accepted:
             self._store(name, accepted, "unknown-" + time.strftime("%Y%m%d-%H%M%S"))
             self.enrolledShots.emit(keys)
