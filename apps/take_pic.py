@@ -119,9 +119,16 @@ def folder_photos(folder: str) -> list[Path]:
 
 
 def _has_display() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    """A display OpenCV's window can open (its Qt aborts the process when it cannot)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    if display.startswith(":"):  # a local X server listens on its socket
+        number = display[1:].split(".")[0]
+        return Path(f"/tmp/.X11-unix/X{number}").exists()
+    return bool(display)
 
 
 def enrol_camera(enrolment: Enrolment, args) -> int:
@@ -156,8 +163,13 @@ def enrol_camera(enrolment: Enrolment, args) -> int:
                     cv2.rectangle(view, (x1, y1), (x2, y2), (0, 200, 0) if good else (0, 0, 220), 2)
                 status = (f"{enrolment.name}: {len(enrolment.saved)}/{wanted}  "
                           + (f"quality {face.quality:.2f}" if face else "no face"))
-                cv2.imshow(WINDOW, draw_status(view, status))
-                key = cv2.waitKey(1) & 0xFF
+                try:
+                    cv2.imshow(WINDOW, draw_status(view, status))
+                    key = cv2.waitKey(1) & 0xFF
+                except cv2.error as exc:  # an OpenCV build without a window backend
+                    raise MobileFaceError("cannot show the live view (OpenCV: "
+                                          f"{str(exc).strip().splitlines()[-1]}); use --auto "
+                                          "--no-window, or --image / --folder") from None
                 if key in (ord("q"), 27):
                     break
                 capture = key in (ord("t"), ord(" "))
@@ -173,7 +185,10 @@ def enrol_camera(enrolment: Enrolment, args) -> int:
     finally:
         source.close()
         if window:
-            cv2.destroyAllWindows()
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
     if len(enrolment.saved) < wanted:
         log.error("%d of %d picture(s) taken from %s", len(enrolment.saved), wanted, source.label)
         return 1

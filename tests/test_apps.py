@@ -306,3 +306,10 @@ def test_update_imports_the_facebank_folders_before_the_run(tmp_path, hamilton):
                        str(events), "--facebank", str(bank)]) == 0
     assert (bank / "facebank.sqlite").is_file()
     assert any(r["identity"] == LIN for r in _events(events))
+
+
+def test_take_pic_without_a_reachable_display_says_so(tmp_path, hamilton, monkeypatch, capsys):
+    monkeypatch.setenv("DISPLAY", ":987")          # no X server behind it
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert take_pic.main(["-n", "X", "-f", str(hamilton), "--facebank", str(tmp_path)]) == 2
+    assert "no display for the live view" in capsys.readouterr().err
