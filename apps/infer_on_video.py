@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from mobileface.appkit import (add_facebank_option, add_logging_options,  # noqa: E402
+from mobileface.cli.common import (add_facebank_option, add_logging_options,  # noqa: E402
                                add_model_options, configure_logging, default_facebank, log,
                                providers, Progress, run_main)
 from mobileface.errors import MobileFaceError  # noqa: E402
@@ -78,8 +78,8 @@ def _validate(args) -> None:
 
 def _facebank(args, pipeline):
     """The facebank to match against (updated from its folders with -u), or None."""
-    from mobileface.enrol import FaceEnroller
-    from mobileface.facebank import Facebank
+    from mobileface.identity.enrol import FaceEnroller
+    from mobileface.identity.facebank import Facebank
 
     folder = Path(args.facebank or default_facebank())
     if not folder.is_dir():
@@ -102,11 +102,11 @@ def _facebank(args, pipeline):
 
 
 def run(args) -> int:
-    from mobileface.draw import Overlay, OverlayOptions
-    from mobileface.pipeline import FacePipeline, PipelineConfig
-    from mobileface.runner import EventsSink, VideoFileSink, VideoRunner
-    from mobileface.runtime import ACTIVE_PROVIDERS
-    from mobileface.video import VideoSource
+    from mobileface.outputs.annotators import Overlay, OverlayOptions
+    from mobileface.pipeline.video import FacePipeline, PipelineConfig
+    from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner
+    from mobileface.models.runtime import ACTIVE_PROVIDERS
+    from mobileface.io.video import VideoSource
 
     _validate(args)
     source = VideoSource(args.file, begin=args.begin, duration=args.duration,

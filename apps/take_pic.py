@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from mobileface.appkit import (add_facebank_option, add_logging_options,  # noqa: E402
+from mobileface.cli.common import (add_facebank_option, add_logging_options,  # noqa: E402
                                add_model_options, analyzer_options, configure_logging,
                                default_facebank, log, run_main)
-from mobileface.enrol import MIN_ENROL_QUALITY  # noqa: E402
+from mobileface.identity.enrol import MIN_ENROL_QUALITY  # noqa: E402
 from mobileface.errors import MobileFaceError  # noqa: E402
 
 WINDOW = "take_pic: t or space captures, q or Esc quits"
@@ -59,9 +59,9 @@ class Enrolment:
     """The enroller and the facebank, and what was enrolled so far."""
 
     def __init__(self, args):
-        from mobileface.analyzer import FaceAnalyzer
-        from mobileface.enrol import FaceEnroller
-        from mobileface.facebank import Facebank, check_name
+        from mobileface.pipeline.image import FaceAnalyzer
+        from mobileface.identity.enrol import FaceEnroller
+        from mobileface.identity.facebank import Facebank, check_name
 
         self.name = check_name(args.name)
         self.min_quality = args.min_quality
@@ -91,7 +91,7 @@ class Enrolment:
 
 
 def enrol_photos(enrolment: Enrolment, paths: list[Path]) -> int:
-    from mobileface.image import read_image
+    from mobileface.io.image import read_image
 
     failures = 0
     for path in paths:
@@ -107,7 +107,7 @@ def enrol_photos(enrolment: Enrolment, paths: list[Path]) -> int:
 
 
 def folder_photos(folder: str) -> list[Path]:
-    from mobileface.facebank import IMAGE_SUFFIXES
+    from mobileface.identity.facebank import IMAGE_SUFFIXES
 
     path = Path(folder)
     if not path.is_dir():
@@ -134,8 +134,8 @@ def _has_display() -> bool:
 def enrol_camera(enrolment: Enrolment, args) -> int:
     import cv2
 
-    from mobileface.draw import draw_status
-    from mobileface.video import VideoSource
+    from mobileface.outputs.annotators import draw_status
+    from mobileface.io.video import VideoSource
 
     window = not args.no_window
     if not window and not args.auto:

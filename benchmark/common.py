@@ -11,9 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from mobileface.tooling import emit_json as emit  # noqa: E402,F401  (the closing JSON line)
-from mobileface.tooling import median_ms  # noqa: E402,F401  (the scripts' timing helper)
-from mobileface.video import VideoSource  # noqa: E402
+from mobileface.cli.tools import emit_json as emit  # noqa: E402,F401  (the closing JSON line)
+from mobileface.cli.tools import median_ms  # noqa: E402,F401  (the scripts' timing helper)
+from mobileface.io.video import VideoSource  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_IMAGE = DATA / "face_recognition" / "obama.jpg"
@@ -41,8 +41,8 @@ ENROL = {"Barack Obama": "face_recognition/obama.jpg",
 def demo_facebank(folder: Path, pipeline):
     """A facebank of the ENROL photos in ``folder``, imported with the pipeline's own models,
     and set on the pipeline."""
-    from mobileface.enrol import FaceEnroller
-    from mobileface.facebank import Facebank
+    from mobileface.identity.enrol import FaceEnroller
+    from mobileface.identity.facebank import Facebank
 
     for name, relative in ENROL.items():
         if (DATA / relative).is_file():

@@ -1,9 +1,9 @@
-"""68-point landmarks: dlib.shape_predictor vs our numpy ERT (mobileface.ert), median ms per face.
+"""68-point landmarks: dlib.shape_predictor vs our numpy ERT (mobileface.stages.landmarks.ert), median ms per face.
 
     python benchmark/landmarks_ert.py [--runs 200] [--image PATH] [--json-out results.json]
 
 One face is found with RetinaFace and mapped to the predictor's box as
-mobileface.landmarks does; batch 8 is that face repeated eight times on the
+mobileface.stages.landmarks.dlib68 does; batch 8 is that face repeated eight times on the
 same image (dlib: eight calls, ours: one batched call). Both predictors run in
 this one process, interleaved per batch size, on the same image and boxes.
 Also checks that both give the same points. Prints a table, then one JSON line
@@ -23,10 +23,10 @@ import numpy as np
 
 from common import load_image, median_ms  # puts the repo on sys.path
 
-from mobileface import registry  # noqa: E402
+from mobileface.models import registry  # noqa: E402
 from mobileface.detect import create_detector  # noqa: E402
-from mobileface.ert import load_shape_predictor  # noqa: E402
-from mobileface.landmarks import predictor_boxes  # noqa: E402
+from mobileface.stages.landmarks.ert import load_shape_predictor  # noqa: E402
+from mobileface.stages.landmarks.dlib68 import predictor_boxes  # noqa: E402
 
 
 

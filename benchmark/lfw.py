@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from mobileface import tooling  # noqa: E402
-from mobileface.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
+from mobileface.cli import tools as tooling  # noqa: E402
+from mobileface.eval.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
                                 build_embedders, load_verification_set, verify_embedders)
-from mobileface.verification import DEFAULT_FARS  # noqa: E402
+from mobileface.eval.verification import DEFAULT_FARS  # noqa: E402
 
 SCORE = "cosine similarity of L2-normalised embeddings; same person when >= threshold"
 

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from common import DATA, LoopedSource, demo_facebank, emit  # puts the repo on sys.path
-from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
-from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
-from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
+from mobileface.outputs.annotators import Overlay, OverlayOptions  # noqa: E402
+from mobileface.pipeline.video import FacePipeline, PipelineConfig  # noqa: E402
+from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from common import DATA, load_image, median_ms  # puts the repo on sys.path
-from mobileface.analyzer import STAGES, FaceAnalyzer  # noqa: E402
+from mobileface.pipeline.image import STAGES, FaceAnalyzer  # noqa: E402
 from mobileface.detect import create_detector  # noqa: E402
-from mobileface.embed import create_embedder  # noqa: E402
+from mobileface.stages.embed.dlib_resnet import create_embedder  # noqa: E402
 
 DEFAULT_CLIP = DATA / "face_recognition" / "short_hamilton_clip.mp4"
 #: MXNet 1.9.1, batch 1, CPU, ms per face on the 2-core machine (../shared/models/README.md)

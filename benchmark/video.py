@@ -34,9 +34,9 @@ from pathlib import Path
 import cv2
 
 from common import DATA, LoopedSource, demo_facebank, emit  # puts the repo on sys.path
-from mobileface.draw import Overlay, OverlayOptions  # noqa: E402
-from mobileface.pipeline import FacePipeline, PipelineConfig  # noqa: E402
-from mobileface.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
+from mobileface.outputs.annotators import Overlay, OverlayOptions  # noqa: E402
+from mobileface.pipeline.video import FacePipeline, PipelineConfig  # noqa: E402
+from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 APP_DET_SIZE = 480  # apps/infer_on_video.py's default

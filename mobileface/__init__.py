@@ -1,6 +1,6 @@
 """MobileFace: real-time face analytics (detect, landmarks, pose, align, attributes, embed)."""
-from .errors import ImageError, MobileFaceError, ModelError
-from .types import Faces
+from mobileface.errors import ImageError, MobileFaceError, ModelError
+from mobileface.types import Faces
 
 __version__ = "0.1.0"
 
@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # FaceAnalyzer pulls in onnxruntime and dlib: import it only when asked for.
     if name == "FaceAnalyzer":
-        from .analyzer import FaceAnalyzer
+        from mobileface.pipeline.image import FaceAnalyzer
         return FaceAnalyzer
     raise AttributeError(name)
 

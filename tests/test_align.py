@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr
-from mobileface import align, registry
+from mobileface.models import registry
+from mobileface.stages import align
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr
-from mobileface.analyzer import FaceAnalyzer, resolve_stages
+from mobileface.pipeline.image import FaceAnalyzer, resolve_stages
 
 
 def test_every_column_for_every_face(analyzer):

@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from conftest import ROOT, shared_file
-from mobileface.cli import main as cli_main
+from mobileface.cli.main import main as cli_main
 
 LIN = "Lin-Manuel Miranda"
 OBAMA = "Barack Obama"
@@ -68,7 +68,7 @@ def full_run(facebank, hamilton, tmp_path_factory):
 
 
 def test_take_pic_saves_the_aligned_face_and_the_embedding(facebank, capsys):
-    people = {p.name: p for p in __import__("mobileface.facebank", fromlist=["x"])
+    people = {p.name: p for p in __import__("mobileface.identity.facebank", fromlist=["x"])
               .Facebank(facebank).people()}
     assert set(people) == {LIN, OBAMA} and people[LIN].images == 1
     saved = list((facebank / LIN).glob("*.jpg"))

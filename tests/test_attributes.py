@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr
-from mobileface.attributes import AGE_WEIGHTS, Attributes
+from mobileface.stages.attributes import AGE_WEIGHTS, Attributes
 
 
 @pytest.fixture(scope="module")
 def attributes():
     from mobileface.detect import create_detector
-    from mobileface.landmarks import Landmarks68
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
 
     detector, landmarks, stage = create_detector("retinaface"), Landmarks68(), Attributes()
 

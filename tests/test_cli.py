@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from mobileface.cli import SAME_PERSON_DISTANCE, main
+from mobileface.cli.main import SAME_PERSON_DISTANCE, main
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -108,7 +108,7 @@ def test_verify_without_a_face_is_a_clear_error(tmp_path, astronaut_png, capsys)
 
 
 def test_threshold_is_dlibs():
-    from mobileface.embed import DISTANCE_THRESHOLD
+    from mobileface.stages.embed.dlib_resnet import DISTANCE_THRESHOLD
 
     assert SAME_PERSON_DISTANCE == DISTANCE_THRESHOLD
 

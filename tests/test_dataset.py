@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileface.dataset import (all_pairs, folder_pairs, read_folder_set, read_lfw_pairs)
+from mobileface.eval.dataset import (all_pairs, folder_pairs, read_folder_set, read_lfw_pairs)
 from mobileface.errors import DataError
 
 

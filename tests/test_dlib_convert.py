@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_bgr
-from mobileface import registry
+from mobileface.models import registry
 from mobileface.convert import dlib_resnet
 from mobileface.errors import ModelError
 
@@ -75,8 +75,8 @@ def test_matches_dlib_descriptor(source, dlib_models, onnx_session):
 @pytest.fixture(scope="module")
 def face_pipeline():
     from mobileface.detect import create_detector
-    from mobileface.embed import DlibEmbedder
-    from mobileface.landmarks import Landmarks68
+    from mobileface.stages.embed.dlib_resnet import DlibEmbedder
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
 
     return create_detector("retinaface"), Landmarks68(), DlibEmbedder()
 
@@ -91,7 +91,7 @@ def _embed(pipeline, name: str) -> np.ndarray:
 
 
 def test_embedder_same_and_different_person(face_pipeline):
-    from mobileface.embed import DISTANCE_THRESHOLD
+    from mobileface.stages.embed.dlib_resnet import DISTANCE_THRESHOLD
 
     obama, obama2, biden = (_embed(face_pipeline, n) for n in ("obama.jpg", "obama2.jpg", "biden.jpg"))
     assert DISTANCE_THRESHOLD == 0.6
@@ -186,7 +186,7 @@ def test_cli_error_is_one_line(tmp_path):
 
 
 def test_damaged_cache_file_is_converted_again(monkeypatch, tmp_path, caplog):
-    from mobileface.embed import DlibEmbedder
+    from mobileface.stages.embed.dlib_resnet import DlibEmbedder
 
     monkeypatch.setenv("MOBILEFACE_CACHE", str(tmp_path))
     cached = DlibEmbedder().model_path

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_bgr, shared_file, shared_model
-from mobileface.embed import create_embedder
-from mobileface.embed_onnx import OnnxEmbedder
-from mobileface.embed_spec import EmbedderSpec, load_spec, save_spec
+from mobileface.stages.embed.dlib_resnet import create_embedder
+from mobileface.stages.embed.onnx import OnnxEmbedder
+from mobileface.stages.embed.spec import EmbedderSpec, load_spec, save_spec
 from mobileface.errors import ModelError
 from mobileface.types import Faces
 
@@ -43,7 +43,7 @@ def _spec(tmp_path, **changes):
 
 def _face(kps_scale=1.0, centre=(100.0, 100.0)):
     """One face whose kps5 sit on the ArcFace template around ``centre``."""
-    from mobileface.align import ARCFACE_TEMPLATE_112
+    from mobileface.stages.align import ARCFACE_TEMPLATE_112
 
     kps = (ARCFACE_TEMPLATE_112 - 56) * kps_scale + np.array(centre)
     return Faces(boxes=[[50, 50, 150, 150]], scores=[0.9], kps5=kps[None].astype(np.float32))
@@ -100,7 +100,7 @@ def test_chips_follow_the_alignment(tmp_path, means_onnx):
 
 
 def test_affine_template_maps_points_exactly():
-    from mobileface.embed_spec import Alignment
+    from mobileface.stages.embed.spec import Alignment
 
     align = Alignment.from_value({"method": "template", "template": [[0.3, 0.3], [0.7, 0.3],
                                                                       [0.5, 0.8]],
@@ -132,7 +132,7 @@ def test_batched_and_fixed_batch_models_agree(tmp_path):
 
 
 def test_model_id_names_model_and_preprocessing(tmp_path, means_onnx):
-    from mobileface.registry import sha256_file
+    from mobileface.models.registry import sha256_file
 
     base = create_embedder(EmbedderSpec.from_dict(_spec(tmp_path), base=tmp_path))
     name, model_hash, prep = base.model_id.split(":")
@@ -320,7 +320,7 @@ def test_analyzer_with_a_converted_embedder(mobileface_specs):
 
 
 def test_cli_with_embedder(mobileface_specs, capsys, tmp_path):
-    from mobileface.cli import main
+    from mobileface.cli.main import main
 
     obama = str(shared_file("face_recognition/obama.jpg"))
     obama2 = str(shared_file("face_recognition/obama2.jpg"))

@@ -1,11 +1,11 @@
-"""Our numpy ERT shape predictor (mobileface.ert) against dlib.shape_predictor on real faces."""
+"""Our numpy ERT shape predictor (mobileface.stages.landmarks.ert) against dlib.shape_predictor on real faces."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from conftest import load_bgr
-from mobileface import registry
+from mobileface.models import registry
 from mobileface.errors import ModelError
 
 SHARED_PHOTOS = [
@@ -23,7 +23,7 @@ def model_path():
 
 @pytest.fixture(scope="module")
 def ours(model_path):
-    from mobileface.ert import load_shape_predictor
+    from mobileface.stages.landmarks.ert import load_shape_predictor
 
     return load_shape_predictor(model_path)
 
@@ -42,8 +42,8 @@ def detector():
 
 
 def predictor_rects(detector, image: np.ndarray) -> np.ndarray:
-    """RetinaFace boxes mapped and rounded exactly as mobileface.landmarks does."""
-    from mobileface.landmarks import predictor_boxes
+    """RetinaFace boxes mapped and rounded exactly as mobileface.stages.landmarks.dlib68 does."""
+    from mobileface.stages.landmarks.dlib68 import predictor_boxes
 
     faces = detector.detect(image)
     assert len(faces) > 0
@@ -133,7 +133,7 @@ def test_rejects_non_uint8_images(ours):
 
 
 def test_truncated_file_raises_model_error(model_path, tmp_path):
-    from mobileface.ert import load_shape_predictor
+    from mobileface.stages.landmarks.ert import load_shape_predictor
 
     data = model_path.read_bytes()
     for cut in (len(data) // 2, len(data) - 3, 50):
@@ -144,7 +144,7 @@ def test_truncated_file_raises_model_error(model_path, tmp_path):
 
 
 def test_trailing_bytes_and_garbage_raise_model_error(model_path, tmp_path):
-    from mobileface.ert import load_shape_predictor
+    from mobileface.stages.landmarks.ert import load_shape_predictor
 
     path = tmp_path / "extra.dat"
     path.write_bytes(model_path.read_bytes() + b"\x01\x02")
@@ -160,7 +160,7 @@ def test_trailing_bytes_and_garbage_raise_model_error(model_path, tmp_path):
 def test_landmark_stage_gives_the_same_points_either_way(astronaut_bgr):
     """The stage runs dlib below BATCH_FROM faces and our predictor from there on."""
     from mobileface.detect import create_detector
-    from mobileface.landmarks import Landmarks68
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
 
     faces = create_detector("retinaface").detect(astronaut_bgr)[[0, 0, 0, 0, 0]]
     one_by_one = Landmarks68(batch_from=100)(astronaut_bgr, faces).landmarks68.copy()

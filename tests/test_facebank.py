@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from mobileface.enrol import EnrolError
-from mobileface.facebank import DB_NAME, TRASH, Facebank, FacebankError, check_name
-from mobileface.facebank_cli import calibration
+from mobileface.identity.enrol import EnrolError
+from mobileface.identity.facebank import DB_NAME, TRASH, Facebank, FacebankError, check_name
+from mobileface.cli.facebank import calibration
 
 MODEL = "test-model:1"
 
@@ -190,7 +190,7 @@ def test_a_process_killed_in_the_middle_of_an_import_leaves_the_facebank_intact(
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
         import numpy as np
-        from mobileface.facebank import Facebank
+        from mobileface.identity.facebank import Facebank
         inserted = []
         original = Facebank._insert
         def insert(self, conn, pid, row, model_id):

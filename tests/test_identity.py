@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileface.identity import Gallery, IdentityVote
+from mobileface.identity.gallery import Gallery, IdentityVote
 
 
 def _unit(*values) -> np.ndarray:

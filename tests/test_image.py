@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mobileface.errors import ImageError
-from mobileface.image import read_image, to_bgr8
+from mobileface.io.image import read_image, to_bgr8
 
 
 def test_missing_empty_corrupt_and_directory(tmp_path):

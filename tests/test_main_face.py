@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from conftest import load_bgr, shared_file
-from mobileface.main_face import find_main_face, kps5_from_landmarks68
+from mobileface.detect.locate import find_main_face, kps5_from_landmarks68
 
 LFW100 = "mobileface/LFW-Aligned-100Pair"
 

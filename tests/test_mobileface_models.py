@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr, shared_file, shared_model
-from mobileface import safe_pickle
+from mobileface.models import safe_pickle
 from mobileface.errors import ModelError
 from mobileface.types import Faces
 
@@ -82,7 +82,7 @@ def test_truncated_or_garbage_pickles_are_refused(data):
 
 @pytest.fixture(scope="module")
 def pose_stage():
-    from mobileface.pose_mobileface import MobileFacePose
+    from mobileface.stages.pose.mobileface import MobileFacePose
 
     return MobileFacePose(shared_model("mobileface/mobileface_pose_emnme_v1.dat"))
 
@@ -95,7 +95,7 @@ def test_pose_matrix_is_read_without_unpickling(pose_stage):
 
 
 def test_pose_scores_follow_mobileface_formula(pose_stage):
-    from mobileface.pose_mobileface import pose_scores
+    from mobileface.stages.pose.mobileface import pose_scores
 
     rng = np.random.default_rng(3)
     kps = rng.uniform(0, 200, size=(6, 5, 2))
@@ -135,7 +135,7 @@ def test_pose_scores_on_real_faces(pose_stage):
 
 
 def test_bad_pose_files(tmp_path):
-    from mobileface.pose_mobileface import load_pose_matrix
+    from mobileface.stages.pose.mobileface import load_pose_matrix
 
     wrong = tmp_path / "wrong.dat"
     wrong.write_bytes(pickle.dumps([[1.0, 2.0]], protocol=3))
@@ -152,7 +152,7 @@ def test_bad_pose_files(tmp_path):
 @pytest.mark.parametrize("name,third", [("eme", "mouth"), ("ene", "nose")])
 def test_three_point_landmark_models(name, third):
     from mobileface.detect import create_detector
-    from mobileface.landmarks_dat import ShapePredictorLandmarks
+    from mobileface.stages.landmarks.shape_predictor import ShapePredictorLandmarks
 
     stage = ShapePredictorLandmarks(shared_model(f"mobileface/mobileface_landmark_{name}_v1.dat"),
                                     column=f"landmarks_{name}")
@@ -177,7 +177,7 @@ def test_three_point_landmark_models(name, third):
 
 
 def test_three_point_model_cannot_fill_landmarks68():
-    from mobileface.landmarks_dat import ShapePredictorLandmarks
+    from mobileface.stages.landmarks.shape_predictor import ShapePredictorLandmarks
 
     path = shared_model("mobileface/mobileface_landmark_eme_v1.dat")
     with pytest.raises(ValueError, match="3 points"):
@@ -209,8 +209,8 @@ def test_embedder_aligned_from_a_landmark_column(tmp_path):
     """MobileFace V1 on chips aligned from the eme model's points instead of kps5."""
     from mobileface.convert import mxnet
     from mobileface.detect import create_detector
-    from mobileface.embed import create_embedder
-    from mobileface.landmarks_dat import ShapePredictorLandmarks
+    from mobileface.stages.embed.dlib_resnet import create_embedder
+    from mobileface.stages.landmarks.shape_predictor import ShapePredictorLandmarks
 
     model = mxnet.convert(shared_model("mobileface/MobileFace_Identification_V1-symbol.json"),
                           shared_model("mobileface/MobileFace_Identification_V1-0000.params"),

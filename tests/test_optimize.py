@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from mobileface.embed import INT8_EMBEDDER, create_embedder
+from mobileface.stages.embed.dlib_resnet import INT8_EMBEDDER, create_embedder
 from mobileface.errors import ModelError
-from mobileface.quantize import REPORT_VERSION, int8_paths, is_usable
+from mobileface.stages.embed.int8 import REPORT_VERSION, int8_paths, is_usable
 from scripts import load_script
 
 optimize = load_script("tools/optimize_model.py")

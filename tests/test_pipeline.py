@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr, shared_file
-from mobileface.enrol import FaceEnroller
-from mobileface.identity import Gallery, normalise
-from mobileface.pipeline import FacePipeline, PipelineConfig, SceneCutDetector
+from mobileface.identity.enrol import FaceEnroller
+from mobileface.identity.gallery import Gallery, normalise
+from mobileface.pipeline.video import FacePipeline, PipelineConfig, SceneCutDetector
 
 LIN = "Lin-Manuel Miranda"
 OBAMA = "Barack Obama"
@@ -170,7 +170,7 @@ def test_the_gallery_matches_what_the_pipeline_sees(gallery):
 
 
 def test_changes_another_process_makes_to_the_facebank_are_picked_up(clip, tmp_path):
-    from mobileface.facebank import Facebank
+    from mobileface.identity.facebank import Facebank
 
     pipe = FacePipeline(PipelineConfig(det_size=480, facebank_poll=0.0))
     pipe.set_facebank(Facebank(tmp_path))            # empty: everybody is unknown

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import load_bgr
-from mobileface import pose
+from mobileface.stages.pose import solvepnp as pose
 from mobileface.types import Faces
 
 
@@ -43,7 +43,7 @@ def _poses(analyzer_stages, image):
 @pytest.fixture(scope="module")
 def stages():
     from mobileface.detect import create_detector
-    from mobileface.landmarks import Landmarks68
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
 
     return create_detector("retinaface"), Landmarks68(), pose.HeadPose()
 

@@ -5,15 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from mobileface import quality
+from mobileface.stages import quality
 from mobileface.types import Faces
 
 
 @pytest.fixture(scope="module")
 def score():
     from mobileface.detect import create_detector
-    from mobileface.landmarks import Landmarks68
-    from mobileface.pose import HeadPose
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
+    from mobileface.stages.pose.solvepnp import HeadPose
 
     detector = create_detector("retinaface")
     stages = [Landmarks68(), HeadPose(), quality.Quality()]

@@ -1,6 +1,6 @@
 import pytest
 
-from mobileface import registry
+from mobileface.models import registry
 from mobileface.errors import ModelError
 
 

@@ -10,9 +10,9 @@ import cv2
 import pytest
 
 from conftest import shared_file
-from mobileface.pipeline import FacePipeline, PipelineConfig
-from mobileface.runner import EventsSink, Sink, VideoFileSink, VideoRunner
-from mobileface.video import VideoSource
+from mobileface.pipeline.video import FacePipeline, PipelineConfig
+from mobileface.pipeline.runner import EventsSink, Sink, VideoFileSink, VideoRunner
+from mobileface.io.video import VideoSource
 
 
 @pytest.fixture(scope="module")

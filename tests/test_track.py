@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobileface.track import SortTracker
+from mobileface.track.sort import SortTracker
 
 
 def _box(x: float, y: float, size: float = 80.0) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from mobileface.verification import (accuracy_at, best_threshold, evaluate, kfold_accuracy,
+from mobileface.eval.verification import (accuracy_at, best_threshold, evaluate, kfold_accuracy,
                                      l2_normalise, pair_scores, roc_curve)
 
 

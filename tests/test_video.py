@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
-from mobileface import video
-from mobileface.video import VideoError, VideoSource, VideoWriter, check_writable, parse_source
+from mobileface.io import video
+from mobileface.io.video import VideoError, VideoSource, VideoWriter, check_writable, parse_source
 
 
 def _avi(path: Path, frames: int = 50, fps: float = 25.0, size=(160, 120)) -> Path:

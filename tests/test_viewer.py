@@ -22,8 +22,8 @@ from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from conftest import ROOT, shared_file  # noqa: E402
-from mobileface.enrol import MIN_ENROL_QUALITY, PART_MINIMUMS  # noqa: E402
-from mobileface.facebank import Facebank  # noqa: E402
+from mobileface.identity.enrol import MIN_ENROL_QUALITY, PART_MINIMUMS  # noqa: E402
+from mobileface.identity.facebank import Facebank  # noqa: E402
 
 LIN = "Lin-Manuel Miranda"
 # seconds 3.5 to 7.0 of the Hamilton clip: his close-up (frames 105-210), nobody else
@@ -457,10 +457,10 @@ def test_python_m_mobileface_gui(tmp_path):
 
 def test_the_library_and_the_command_line_import_no_qt():
     code = ("import sys\n"
-            "import mobileface, mobileface.cli, mobileface.pipeline, mobileface.runner\n"
-            "import mobileface.facebank, mobileface.draw, mobileface.enrol, mobileface.video\n"
+            "import mobileface, mobileface.cli.main, mobileface.pipeline.video, mobileface.pipeline.runner\n"
+            "import mobileface.identity.facebank, mobileface.outputs.annotators, mobileface.identity.enrol, mobileface.io.video\n"
             "import mobileface.gui, mobileface.gui.unknowns, mobileface.gui.qtenv\n"
-            "mobileface.cli.build_parser().parse_args(['gui', '-f', '0'])\n"
+            "mobileface.cli.main.build_parser().parse_args(['gui', '-f', '0'])\n"
             "print(sorted(m for m in sys.modules if m.startswith('PyQt')))\n")
     done = _run(code, dict(os.environ))
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from mobileface.gui.unknowns import UnknownFaces
-from mobileface.identity import UNKNOWN, normalise
-from mobileface.pipeline import TrackSummary
+from mobileface.identity.gallery import UNKNOWN, normalise
+from mobileface.pipeline.video import TrackSummary
 
 
 def _summary(track_id, embedding, quality=0.5, identity=UNKNOWN, frames=30):

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobileface import tooling  # noqa: E402
+from mobileface.cli import tools as tooling  # noqa: E402
 from mobileface.errors import DataError  # noqa: E402
-from mobileface.verification import l2_normalise  # noqa: E402
+from mobileface.eval.verification import l2_normalise  # noqa: E402
 
 #: rows named on the axes at most
 NAMED_MAX = 40

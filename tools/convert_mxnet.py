@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobileface.embed_presets import PRESETS  # noqa: E402
+from mobileface.stages.embed.presets import PRESETS  # noqa: E402
 from mobileface.errors import MobileFaceError  # noqa: E402
 
 
@@ -93,8 +93,8 @@ def _numbers(text: str) -> list[float]:
 
 def _spec(args, model_path: Path, digest: str):
     """The EmbedderSpec the options ask for, or None."""
-    from mobileface.embed_presets import mobileface_spec
-    from mobileface.embed_spec import EmbedderSpec
+    from mobileface.stages.embed.presets import mobileface_spec
+    from mobileface.stages.embed.spec import EmbedderSpec
 
     if args.spec_preset:
         return mobileface_spec(args.spec_preset, model_path, args.align_template, sha256=digest)
@@ -127,7 +127,7 @@ def _spec(args, model_path: Path, digest: str):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from mobileface.convert import mxnet
-    from mobileface.embed_spec import save_spec
+    from mobileface.stages.embed.spec import save_spec
 
     spec_path = args.output.with_suffix(".json")
     if args.output.suffix.lower() == ".json":

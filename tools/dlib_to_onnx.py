@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     args = parser.parse_args(argv)
 
-    from mobileface import registry
+    from mobileface.models import registry
     from mobileface.convert import dlib_resnet
 
     try:

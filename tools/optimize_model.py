@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobileface import tooling  # noqa: E402
-from mobileface.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,  # noqa: E402
+from mobileface.cli import tools as tooling  # noqa: E402
+from mobileface.eval.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,  # noqa: E402
                                 load_verification_set)
 from mobileface.errors import DataError, ImageError  # noqa: E402
-from mobileface.quantize import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS  # noqa: E402
-from mobileface.verification import l2_normalise  # noqa: E402
+from mobileface.stages.embed.int8 import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS  # noqa: E402
+from mobileface.eval.verification import l2_normalise  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +89,10 @@ def calibration_images(folder: Path, limit: int) -> list[Path]:
 
 def face_chips(paths: list[Path], analyzer, kind: str) -> np.ndarray:
     """(N, 3, 150, 150) network inputs of the main face of each image that has one."""
-    from mobileface.align import dlib_chips
-    from mobileface.embed import CHIP_PADDING, CHIP_SIZE
-    from mobileface.image import dlib_net_blob, read_image
-    from mobileface.main_face import find_main_face
+    from mobileface.stages.align import dlib_chips
+    from mobileface.stages.embed.dlib_resnet import CHIP_PADDING, CHIP_SIZE
+    from mobileface.io.image import dlib_net_blob, read_image
+    from mobileface.detect.locate import find_main_face
 
     blobs = []
     for path in paths:
@@ -113,7 +113,7 @@ def face_chips(paths: list[Path], analyzer, kind: str) -> np.ndarray:
 def speed(path: Path, chips: np.ndarray, runs: int, threads: int) -> dict:
     """Session start time and batch 1 / batch 8 latency of one model file."""
     from mobileface.convert.dlib_resnet import INPUT_NAME
-    from mobileface.runtime import RuntimeConfig, create_session
+    from mobileface.models.runtime import RuntimeConfig, create_session
 
     config = RuntimeConfig(intra_op_threads=threads)
     starts = []
@@ -137,10 +137,10 @@ def _atomic_copy(source: Path, target: Path) -> None:
 
 
 def run(args) -> int:
-    from mobileface import registry
+    from mobileface.models import registry
     from mobileface.convert.dlib_resnet import MODEL_NAME, converted_model_path
-    from mobileface.embed import DlibEmbedder
-    from mobileface.quantize import (REPORT_VERSION, cpu_description, int8_paths, is_usable,
+    from mobileface.stages.embed.dlib_resnet import DlibEmbedder
+    from mobileface.stages.embed.int8 import (REPORT_VERSION, cpu_description, int8_paths, is_usable,
                                      optimize_graph, quantize)
 
     if not 0 <= args.max_loss < 1:

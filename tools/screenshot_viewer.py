@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mobileface.appkit import add_logging_options, configure_logging  # noqa: E402
+from mobileface.cli.common import add_logging_options, configure_logging  # noqa: E402
 
 log = logging.getLogger("mobileface")
 SHARED = Path(os.environ.get("MOBILEFACE_SHARED", ROOT.parent / "shared")) / "data"

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mobileface import tooling  # noqa: E402
+from mobileface.cli import tools as tooling  # noqa: E402
 from mobileface.errors import MobileFaceError  # noqa: E402
 
 DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "face_recognition" / "obama.jpg"
@@ -75,7 +75,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def load_photo(path: str | None) -> tuple[np.ndarray, str]:
-    from mobileface.image import read_image
+    from mobileface.io.image import read_image
 
     if path or DEFAULT_IMAGE.is_file():
         path = path or str(DEFAULT_IMAGE)
@@ -102,10 +102,10 @@ def prepare_inputs(photo: np.ndarray, source: str) -> Inputs:
     import cv2
 
     from mobileface import FaceAnalyzer
-    from mobileface.align import dlib_chip_transforms, warp_chips
-    from mobileface.attributes import AGE_SIZE, CHIP_PADDING, GENDER_SIZE
+    from mobileface.stages.align import dlib_chip_transforms, warp_chips
+    from mobileface.stages.attributes import AGE_SIZE, CHIP_PADDING, GENDER_SIZE
     from mobileface.detect import mtcnn, retinaface
-    from mobileface.image import dlib_net_blob
+    from mobileface.io.image import dlib_net_blob
 
     analyzer = FaceAnalyzer(stages=("landmarks",))
     faces = analyzer.analyze(photo)
@@ -149,7 +149,7 @@ def _batch(item: np.ndarray, batch: int) -> np.ndarray:
 
 def onnx_models(inputs: Inputs) -> dict[str, tuple[Callable, np.ndarray, str]]:
     """name -> (model bytes loader, one input item, input description)."""
-    from mobileface import registry
+    from mobileface.models import registry
 
     def loader(name):
         return lambda: registry.onnx_bytes(name)
@@ -168,11 +168,11 @@ def onnx_models(inputs: Inputs) -> dict[str, tuple[Callable, np.ndarray, str]]:
 
 def embedder_input(stage, inputs: Inputs) -> tuple[np.ndarray | None, str]:
     """One input item for an embedder's session, or None to time the whole stage."""
-    from mobileface.embed import CHIP_PADDING, CHIP_SIZE, DlibEmbedder
+    from mobileface.stages.embed.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DlibEmbedder
 
     if isinstance(stage, DlibEmbedder):
-        from mobileface.align import dlib_chips
-        from mobileface.image import dlib_net_blob
+        from mobileface.stages.align import dlib_chips
+        from mobileface.io.image import dlib_net_blob
         return (dlib_net_blob(dlib_chips(inputs.photo, inputs.faces.landmarks68, CHIP_SIZE,
                                          CHIP_PADDING)), f"chip {CHIP_SIZE}x{CHIP_SIZE}")
     session = getattr(stage, "session", None)
@@ -186,9 +186,9 @@ def embedder_input(stage, inputs: Inputs) -> tuple[np.ndarray | None, str]:
 
 
 def run(args) -> int:
-    from mobileface.dataset import build_embedders
-    from mobileface.landmarks import Landmarks68
-    from mobileface.runtime import RuntimeConfig, create_session
+    from mobileface.eval.dataset import build_embedders
+    from mobileface.stages.landmarks.dlib68 import Landmarks68
+    from mobileface.models.runtime import RuntimeConfig, create_session
 
     if args.runs < 1 or args.warmup < 0:
         raise ValueError("--runs must be >= 1 and --warmup >= 0")

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry
-from ..errors import ModelError
+from mobileface.models import registry
+from mobileface.errors import ModelError
 
 MODEL_NAME = "dlib_resnet_v1"
 INPUT_NAME = "images"

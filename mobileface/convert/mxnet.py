@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from mobileface.errors import ModelError
 
 OPSET = 17
 LIST_MAGIC = 0x112
@@ -880,7 +880,7 @@ def convert(symbol_path, params_path, input_shape, output: str | None = None):
     import onnx
     from onnx import helper
 
-    from .. import registry
+    from mobileface.models import registry
 
     if isinstance(input_shape, str):
         input_shape = parse_input_shape(input_shape)
@@ -919,7 +919,7 @@ def save(model, path) -> Path:
     A partial file is never left behind: the bytes go to a temporary file in
     the same folder, which is then renamed.
     """
-    from .dlib_resnet import _write_atomically
+    from mobileface.convert.dlib_resnet import _write_atomically
 
     path = Path(path)
     data = model if isinstance(model, bytes) else model.SerializeToString()

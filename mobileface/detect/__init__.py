@@ -1,7 +1,7 @@
 """Face detectors behind one interface, chosen by name."""
 from __future__ import annotations
 
-from .base import Detector
+from mobileface.detect.base import Detector
 
 DETECTORS = ("retinaface", "mtcnn")
 
@@ -13,10 +13,10 @@ def create_detector(name: str = "retinaface", **options) -> Detector:
     and input_size for RetinaFace or min_face_size for MTCNN).
     """
     if name == "retinaface":
-        from .retinaface import RetinaFaceDetector
+        from mobileface.detect.retinaface import RetinaFaceDetector
         return RetinaFaceDetector(**options)
     if name == "mtcnn":
-        from .mtcnn import MTCNNDetector
+        from mobileface.detect.mtcnn import MTCNNDetector
         return MTCNNDetector(**options)
     raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
 

@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..types import Faces
+from mobileface.types import Faces
 
 
 class Detector(ABC):

@@ -18,11 +18,11 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .. import registry
-from ..runtime import RuntimeConfig, create_session
-from ..types import Faces
-from .base import Detector
-from .boxes import clip_boxes, nms
+from mobileface.models import registry
+from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.types import Faces
+from mobileface.detect.base import Detector
+from mobileface.detect.boxes import clip_boxes, nms
 
 log = logging.getLogger(__name__)
 

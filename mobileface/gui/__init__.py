@@ -20,7 +20,7 @@ DET_SIZES = (320, 480, 640)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The viewer's options (shared by apps/viewer.py and ``python -m mobileface gui``)."""
-    from ..appkit import add_facebank_option
+    from mobileface.cli.common import add_facebank_option
 
     parser.add_argument("-f", "--source", metavar="SOURCE",
                         help="start at once on this source: a camera index (0), a video file "
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str = "python apps/viewer.py") -> argparse.ArgumentParser:
-    from ..appkit import add_logging_options
+    from mobileface.cli.common import add_logging_options
 
     parser = argparse.ArgumentParser(
         prog=prog, description="Desktop viewer: live face recognition on a camera, a video "
@@ -57,10 +57,10 @@ def build_parser(prog: str = "python apps/viewer.py") -> argparse.ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python apps/viewer.py") -> int:
-    from ..appkit import configure_logging
+    from mobileface.cli.common import configure_logging
 
     args = build_parser(prog).parse_args(argv)
     configure_logging(args)
-    from .app import run
+    from mobileface.gui.app import run
 
     return run(args)

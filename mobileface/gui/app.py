@@ -6,9 +6,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..appkit import default_facebank
-from ..errors import MobileFaceError
-from .qtenv import QtStartError, prepare
+from mobileface.cli.common import default_facebank
+from mobileface.errors import MobileFaceError
+from mobileface.gui.qtenv import QtStartError, prepare
 
 log = logging.getLogger("mobileface")
 
@@ -47,7 +47,7 @@ def run(args) -> int:
         return 2
     from PyQt6.QtCore import QSettings, QTimer
 
-    from .window import MainWindow
+    from mobileface.gui.window import MainWindow
 
     app = application()
     settings = QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings \

@@ -2,14 +2,14 @@
 
 The window asks with :meth:`FacebankService.call` (a queued signal) and hears
 back through signals; nothing here runs in the UI thread. The service has its
-own :class:`mobileface.facebank.Facebank` object (its own SQLite connection)
+own :class:`mobileface.identity.facebank.Facebank` object (its own SQLite connection)
 and its own enroller (a detector, landmarks, quality and the embedder, loaded
 at the first enrolment). A running pipeline follows the changes at once when
 the window passes on :attr:`FacebankService.changed`, and in any case within
 a second through SQLite's ``data_version`` (as it does for changes made by
 another process, which this service also notices and shows).
 
-Every face is checked before it is enrolled (:meth:`mobileface.enrol.EnrolFace.problem`):
+Every face is checked before it is enrolled (:meth:`mobileface.identity.enrol.EnrolFace.problem`):
 a blurred, dark, small or strongly turned face is refused, and the message says why.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from PyQt6.QtCore import QObject, QThread, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QImage
 
-from ..errors import MobileFaceError
-from .worker import to_qimage
+from mobileface.errors import MobileFaceError
+from mobileface.gui.worker import to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class FacebankService(QObject):
             self.busy.emit(False)
 
     def _open(self) -> None:
-        from ..facebank import Facebank
+        from mobileface.identity.facebank import Facebank
 
         self.bank = Facebank(self.folder)
         self._timer = QTimer(self)
@@ -140,8 +140,8 @@ class FacebankService(QObject):
     @property
     def enroller(self):
         if self._enroller is None:
-            from ..analyzer import FaceAnalyzer
-            from ..enrol import FaceEnroller
+            from mobileface.pipeline.image import FaceAnalyzer
+            from mobileface.identity.enrol import FaceEnroller
 
             self.message.emit("loading the enrolment models…", False)
             self._enroller = FaceEnroller(FaceAnalyzer(stages=("quality", "embed")))
@@ -187,7 +187,7 @@ class FacebankService(QObject):
 
     def _enrol_face(self, name: str, image: np.ndarray, faces, label: str) -> None:
         """One face of an analysed frame (``faces`` holds just that face)."""
-        from ..facebank import check_name
+        from mobileface.identity.facebank import check_name
 
         name = check_name(name)
         face = self.enroller.embed_row(image, faces, 0)
@@ -200,7 +200,7 @@ class FacebankService(QObject):
 
     def _add_files(self, name: str, paths: list[str]) -> None:
         """Photos: one face each. An empty name: each photo is a person named after its file."""
-        from ..facebank import check_name
+        from mobileface.identity.facebank import check_name
 
         by_name: dict[str, list] = {}
         refused = []
@@ -236,7 +236,7 @@ class FacebankService(QObject):
 
     def _enrol_shots(self, name: str, shots: list[tuple[tuple[int, int], np.ndarray]]) -> None:
         """The best shots of a group of unknown tracks, under one name."""
-        from ..facebank import check_name
+        from mobileface.identity.facebank import check_name
 
         name = check_name(name)
         accepted, keys, refused = [], [], []

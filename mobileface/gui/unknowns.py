@@ -1,7 +1,7 @@
 """Best shots of unknown faces, grouped by similarity (no Qt here).
 
 Each unknown track contributes one shot: its best-quality crop and the
-embedding of that crop (:class:`mobileface.pipeline.TrackSummary`). Shots of
+embedding of that crop (:class:`mobileface.pipeline.video.TrackSummary`). Shots of
 tracks still going are replaced as the track improves; once a track has ended
 its shot is final. Track ids restart with every run, so a shot is keyed by
 (run, track id). A track still going is shown once it has lasted
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..enrol import MIN_ENROL_QUALITY
-from ..identity import UNKNOWN, normalise
+from mobileface.identity.enrol import MIN_ENROL_QUALITY
+from mobileface.identity.gallery import UNKNOWN, normalise
 
 Key = tuple[int, int]   # (run, track id)
 

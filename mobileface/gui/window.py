@@ -19,15 +19,15 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGr
                              QMainWindow, QPushButton, QSizePolicy, QSlider, QSplitter,
                              QTabWidget, QVBoxLayout, QWidget)
 
-from ..draw import OverlayOptions
-from ..embed import DLIB_THRESHOLD
-from ..errors import MobileFaceError
-from ..video import parse_source
-from . import DET_SIZES, VIEWER_DET_SIZE
-from .facebank_service import FacebankService
-from .unknowns import UnknownFaces
-from .widgets import TrackTable, VideoView, face_at
-from .worker import LatestFrame, PipelineHolder, Progress, RunRequest, RunThread, to_qimage
+from mobileface.outputs.annotators import OverlayOptions
+from mobileface.stages.embed.dlib_resnet import DLIB_THRESHOLD
+from mobileface.errors import MobileFaceError
+from mobileface.io.video import parse_source
+from mobileface.gui import DET_SIZES, VIEWER_DET_SIZE
+from mobileface.gui.facebank_service import FacebankService
+from mobileface.gui.unknowns import UnknownFaces
+from mobileface.gui.widgets import TrackTable, VideoView, face_at
+from mobileface.gui.worker import LatestFrame, PipelineHolder, Progress, RunRequest, RunThread, to_qimage
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The pipeline in a worker QThread, and the newest analysed frame handed to the window.
 
-A :class:`RunThread` opens the source and runs :class:`mobileface.runner.VideoRunner`
+A :class:`RunThread` opens the source and runs :class:`mobileface.pipeline.runner.VideoRunner`
 (its reader, detector, inference and writer threads) until the source ends
 or :meth:`RunThread.stop` is called. The window is never blocked:
 
@@ -25,12 +25,12 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 from PyQt6.QtGui import QImage
 
-from ..draw import Overlay, OverlayOptions
-from ..errors import MobileFaceError
-from ..identity import Gallery
-from ..pipeline import FacePipeline, FrameResult, PipelineConfig
-from ..runner import RunStats, Sink, VideoRunner
-from ..video import Frame, VideoSource, describe, parse_source
+from mobileface.outputs.annotators import Overlay, OverlayOptions
+from mobileface.errors import MobileFaceError
+from mobileface.identity.gallery import Gallery
+from mobileface.pipeline.video import FacePipeline, FrameResult, PipelineConfig
+from mobileface.pipeline.runner import RunStats, Sink, VideoRunner
+from mobileface.io.video import Frame, VideoSource, describe, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class PipelineHolder:
         return pipeline
 
     def facebank(self, folder: Path):
-        from ..facebank import Facebank
+        from mobileface.identity.facebank import Facebank
 
         folder = Path(folder)
         if folder not in self._banks:

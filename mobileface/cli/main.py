@@ -1,0 +1,177 @@
+"""Command line: ``python -m mobileface analyze|verify|models|facebank|gui``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Sequence
+
+from mobileface.cli.common import (add_logging_options, add_model_options, analyzer_options,
+                     configure_logging, run_main)
+from mobileface.cli import facebank as facebank_cli
+from mobileface.errors import MobileFaceError
+
+log = logging.getLogger("mobileface")
+
+#: Euclidean distance between dlib ResNet embeddings below which two faces are
+#: the same person (dlib's own threshold, 99.38% on LFW); kept in embed.py.
+SAME_PERSON_DISTANCE = 0.6  # == embed.DISTANCE_THRESHOLD, without importing onnx at start-up
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mobileface",
+                                     description="Face detection, landmarks, pose, attributes "
+                                                 "and embeddings on images.")
+    add_logging_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="analyse the faces in images")
+    analyze.add_argument("images", nargs="+", help="image files")
+    analyze.add_argument("--json", action="store_true",
+                         help="print one JSON object per image (JSON Lines) instead of a table")
+    analyze.add_argument("--no-embedding", action="store_true",
+                         help="leave the embedding out of the JSON")
+    add_model_options(analyze)
+
+    verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
+    verify.add_argument("image_a")
+    verify.add_argument("image_b")
+    verify.add_argument("--threshold", type=float, default=None,
+                        help=f"dlib: same person below this euclidean distance (default: "
+                             f"{SAME_PERSON_DISTANCE}); other embedders: same person at or above "
+                             "this cosine similarity (default: the spec's cosine_threshold)")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_model_options(verify)
+
+    models = sub.add_parser("models", help="list the models, their sources, licences and status")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    facebank_cli.add_parser(sub)
+
+    from mobileface import gui  # the options only: Qt is imported when the viewer starts
+    viewer = sub.add_parser("gui", help="open the desktop viewer (live recognition, facebank, "
+                                        "unknown faces)")
+    gui.add_arguments(viewer)
+    return parser
+
+
+def _analyzer(args, stages=None):
+    from mobileface.pipeline.image import STAGES, FaceAnalyzer
+
+    return FaceAnalyzer(stages=stages or STAGES, **analyzer_options(args))
+
+
+def cmd_analyze(args) -> int:
+    from mobileface.io.image import read_image
+
+    analyzer = _analyzer(args)
+    failures = 0
+    for path in args.images:
+        try:
+            faces = analyzer.analyze(read_image(path))
+        except MobileFaceError as exc:
+            failures += 1
+            log.error("%s", exc)
+            if args.json:
+                print(json.dumps({"image": path, "error": str(exc), "faces": []}), flush=True)
+            continue
+        if args.json:
+            records = faces.to_records(include_embedding=not args.no_embedding)
+            print(json.dumps({"image": path, "faces": records}), flush=True)
+        else:
+            _print_table(path, faces)
+    return 1 if failures else 0
+
+
+def _print_table(path: str, faces) -> None:
+    print(f"{path}: {len(faces)} face(s)")
+    for i, rec in enumerate(faces.to_records(include_embedding=False)):
+        x1, y1, x2, y2 = (round(v) for v in rec["box"])
+        pose = rec["pose"]
+        print(f"  #{i} box=({x1},{y1},{x2},{y2}) score={rec['score']:.3f} "
+              f"yaw={pose['yaw']:+.1f} pitch={pose['pitch']:+.1f} roll={pose['roll']:+.1f} "
+              f"age={rec['age']:.0f} gender={rec['gender']} quality={rec['quality']:.2f}")
+
+
+def _largest_face_embedding(analyzer, path):
+    from mobileface.io.image import read_image
+
+    faces = analyzer.analyze(read_image(path))
+    if len(faces) == 0:
+        raise MobileFaceError(f"{path}: no face found")
+    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
+    return faces.embedding[int(areas.argmax())]
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+
+    if args.threshold is not None and args.embedder == "dlib" and args.threshold <= 0:
+        raise MobileFaceError("--threshold must be positive")
+    if args.threshold is not None and args.embedder != "dlib" and not -1 <= args.threshold <= 1:
+        raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
+    analyzer = _analyzer(args, stages=("embed",))
+    embedder = next(s for s in analyzer.stages if s.name == "embed")
+    a = _largest_face_embedding(analyzer, args.image_a)
+    b = _largest_face_embedding(analyzer, args.image_b)
+    distance = float(np.linalg.norm(a - b))
+    similarity = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    if args.embedder == "dlib":
+        metric, threshold = "distance", args.threshold or SAME_PERSON_DISTANCE
+        same = distance < threshold
+    else:
+        metric = "similarity"
+        threshold = args.threshold if args.threshold is not None \
+            else embedder.spec.cosine_threshold
+        if threshold is None:
+            raise MobileFaceError(f"embedder {embedder.spec.name!r} has no cosine_threshold in "
+                                  "its spec: give --threshold")
+        same = similarity >= threshold
+    result = {"image_a": args.image_a, "image_b": args.image_b, "distance": round(distance, 4),
+              "similarity": round(similarity, 4), "threshold": threshold, "metric": metric,
+              "same_person": same, "model_id": embedder.model_id}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "same person" if same else "different people"
+        print(f"distance={distance:.4f} similarity={similarity:.4f} "
+              f"threshold({metric})={threshold} -> {verdict}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from mobileface.models import registry
+
+    rows = []
+    for name, spec in registry.load_manifest().items():
+        try:
+            path = str(registry.locate(spec))
+        except MobileFaceError:
+            path = ""
+        rows.append({"name": name, "task": spec.task, "package": f"{spec.package}=={spec.version}",
+                     "file": spec.file, "path": path, "sha256": spec.sha256,
+                     "licence": spec.licence, "status": registry.status(name)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+    for r in rows:
+        print(f"{r['name']:<26} {r['task']:<11} {r['package']:<32} {r['status']}")
+        print(f"{'':<26} file    {r['file']}")
+        print(f"{'':<26} sha256  {r['sha256']}")
+        print(f"{'':<26} licence {r['licence']}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_gui(args) -> int:
+    from mobileface.gui.app import run
+
+    return run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args)
+    commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models,
+                "facebank": facebank_cli.run, "gui": cmd_gui}
+    return run_main(commands[args.command], args)

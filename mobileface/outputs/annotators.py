@@ -1,0 +1,192 @@
+"""Overlays: small annotators, each with ``annotate(scene, result) -> scene``.
+
+They draw in place on a BGR frame and never analyse anything. Colours follow
+the track id, so a face keeps its colour for as long as it is tracked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from mobileface.identity.gallery import UNKNOWN
+from mobileface.stages.pose.solvepnp import rotation_from_angles
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: a qualitative palette (BGR), indexed by track id
+PALETTE = np.array([
+    (75, 180, 60), (48, 130, 245), (200, 130, 0), (180, 30, 145), (60, 20, 220),
+    (240, 240, 70), (49, 210, 210), (190, 190, 250), (128, 128, 0), (40, 110, 170),
+    (0, 0, 128), (195, 255, 170), (0, 128, 128), (180, 215, 255), (128, 0, 0),
+], np.uint8)
+UNTRACKED = (160, 160, 160)
+
+
+def colour(track_id: int) -> tuple[int, int, int]:
+    if track_id <= 0:
+        return UNTRACKED
+    return tuple(int(c) for c in PALETTE[(track_id - 1) % len(PALETTE)])
+
+
+def _scale(scene: np.ndarray) -> float:
+    """Line and text size for the frame: 1.0 at 720 px high, no less than 0.7 (readable at 360p)."""
+    return max(0.7, scene.shape[0] / 720.0)
+
+
+def _text_block(scene: np.ndarray, lines: list[str], x: int, y: int, fg, bg, scale: float,
+                below: int | None = None) -> None:
+    """Lines of text on a filled background ending at y; where there is no room above y,
+    starting at ``below`` instead (or at the top of the frame)."""
+    font_scale = 0.55 * scale
+    thickness = max(1, round(1.5 * scale))
+    sizes = [cv2.getTextSize(t, FONT, font_scale, thickness) for t in lines]
+    line_h = max(h + b for (_, h), b in sizes) + round(4 * scale)
+    width = max(w for (w, _), _ in sizes) + round(8 * scale)
+    top = y - line_h * len(lines)
+    if top < 0:
+        top = 0 if below is None else min(below, scene.shape[0] - line_h * len(lines))
+    x = int(min(max(0, x), max(0, scene.shape[1] - width)))
+    cv2.rectangle(scene, (x, top), (x + width, top + line_h * len(lines)), bg, cv2.FILLED)
+    for i, text in enumerate(lines):
+        baseline = top + line_h * (i + 1) - round(4 * scale)
+        cv2.putText(scene, text, (x + round(4 * scale), baseline), FONT, font_scale, fg,
+                    thickness, cv2.LINE_AA)
+
+
+class BoxAnnotator:
+    """Face boxes; boxes of tracks that are only predicted this frame are thin."""
+
+    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+        faces, tracks = result.faces, result.tracks
+        thickness = max(1, round(2 * _scale(scene)))
+        ids = faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
+        for box, tid in zip(faces.boxes.astype(int), ids):
+            cv2.rectangle(scene, tuple(box[:2]), tuple(box[2:]), colour(int(tid)), thickness)
+        if tracks is not None:
+            for box, tid in zip(tracks.boxes[tracks.predicted].astype(int),
+                                tracks.track_id[tracks.predicted]):
+                cv2.rectangle(scene, tuple(box[:2]), tuple(box[2:]), colour(int(tid)), 1)
+        return scene
+
+
+class LabelAnnotator:
+    """Track id, name (and similarity with ``show_scores``), age and gender above each face."""
+
+    def __init__(self, show_scores: bool = False):
+        self.show_scores = show_scores
+
+    def lines(self, faces, row: int) -> list[str]:
+        tid = int(faces.track_id[row]) if faces.track_id is not None else -1
+        first = f"#{tid}" if tid > 0 else ""
+        if faces.identity is not None and faces.identity[row]:
+            first += f" {faces.identity[row]}"
+            sim = faces.similarity[row]
+            if self.show_scores and np.isfinite(sim):
+                first += f" {sim:.2f}"
+        out = [first.strip()] if first.strip() else []
+        if faces.age is not None and np.isfinite(faces.age[row]):
+            gender = "M" if faces.gender[row] >= 0.5 else "F"
+            out.append(f"{gender} {faces.age[row]:.0f}")
+        return out
+
+    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+        faces = result.faces
+        scale = _scale(scene)
+        for row, box in enumerate(faces.boxes):
+            lines = self.lines(faces, row)
+            if not lines:
+                continue
+            tid = int(faces.track_id[row]) if faces.track_id is not None else -1
+            known = faces.identity is not None and faces.identity[row] not in ("", UNKNOWN)
+            bg = colour(tid)
+            fg = (255, 255, 255) if not known else (0, 0, 0)
+            if known:
+                bg = tuple(min(255, c + 60) for c in bg)
+            _text_block(scene, lines, int(box[0]), int(box[1]) - 2, fg, bg, scale,
+                        below=int(box[3]) + 2)
+        return scene
+
+
+class LandmarkAnnotator:
+    """The 68 points, as small square dots (all faces in one numpy assignment)."""
+
+    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+        faces = result.faces
+        if faces.landmarks68 is None or len(faces) == 0:
+            return scene
+        ids = faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
+        colours = np.array([colour(int(t)) for t in ids], np.uint8)           # (N, 3)
+        half = max(1, round(1.5 * _scale(scene))) // 2 + 1
+        offsets = np.arange(-half + 1, half)
+        points = np.round(faces.landmarks68).astype(np.intp)                  # (N, 68, 2)
+        xs = points[:, :, None, None, 0] + offsets[None, None, None, :]       # (N, 68, 1, k)
+        ys = points[:, :, None, None, 1] + offsets[None, None, :, None]       # (N, 68, k, 1)
+        xs, ys = np.broadcast_arrays(xs, ys)
+        inside = (xs >= 0) & (xs < scene.shape[1]) & (ys >= 0) & (ys < scene.shape[0])
+        rows = np.broadcast_to(np.arange(len(ids))[:, None, None, None], xs.shape)
+        scene[ys[inside], xs[inside]] = colours[rows[inside]]
+        return scene
+
+
+class PoseAxisAnnotator:
+    """Head-pose axes from the nose tip: x red (the face's right on screen), y green (up),
+    z blue (out of the face)."""
+
+    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+        faces = result.faces
+        if faces.pose is None or faces.landmarks68 is None:
+            return scene
+        thickness = max(1, round(2 * _scale(scene)))
+        for box, pose, points in zip(faces.boxes, faces.pose, faces.landmarks68):
+            if not np.isfinite(pose).all():
+                continue
+            rotation = rotation_from_angles(*pose)
+            length = 0.5 * float(box[2] - box[0])
+            origin = points[30]
+            # Columns: the model's x (right), y (down) and z (into the face)
+            # in camera axes; draw x, -y (up) and -z (out of the face).
+            axes = (rotation[:, 0], -rotation[:, 1], -rotation[:, 2])
+            for axis, bgr in zip(axes, ((0, 0, 255), (0, 200, 0), (255, 80, 0))):
+                end = origin + length * axis[:2]
+                cv2.arrowedLine(scene, tuple(int(v) for v in origin),
+                                tuple(int(v) for v in end), bgr, thickness, cv2.LINE_AA,
+                                tipLength=0.15)
+        return scene
+
+
+@dataclass
+class OverlayOptions:
+    boxes: bool = True
+    labels: bool = True
+    show_scores: bool = False
+    landmarks: bool = False
+    pose_axes: bool = False
+
+
+class Overlay:
+    """The annotators chosen by :class:`OverlayOptions`, applied in order."""
+
+    def __init__(self, options: OverlayOptions | None = None):
+        self.options = options = options or OverlayOptions()
+        self.annotators = []
+        if options.boxes:
+            self.annotators.append(BoxAnnotator())
+        if options.landmarks:
+            self.annotators.append(LandmarkAnnotator())
+        if options.pose_axes:
+            self.annotators.append(PoseAxisAnnotator())
+        if options.labels:
+            self.annotators.append(LabelAnnotator(options.show_scores))
+
+    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+        for annotator in self.annotators:
+            scene = annotator.annotate(scene, result)
+        return scene
+
+
+def draw_status(scene: np.ndarray, text: str) -> np.ndarray:
+    """A line of status text (fps, latency) in the top-left corner."""
+    scale = _scale(scene)
+    _text_block(scene, [text], 0, 0, (255, 255, 255), (40, 40, 40), scale)
+    return scene

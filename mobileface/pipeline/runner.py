@@ -1,0 +1,401 @@
+"""Running the pipeline on a stream: a reader thread, the inference loop and a writer thread.
+
+They are joined by bounded queues. From a file every frame is processed, in
+order (the reader waits when the queue is full). From a live source (camera,
+stream URL) only the newest frame is kept: the reader overwrites a frame the
+inference loop has not taken yet and counts it as dropped. The writer thread
+hands each processed frame to the sinks (annotated video, events file, a GUI)
+so that drawing and encoding never hold up inference.
+
+The inference loop is itself split in two threads (``detect_thread``, on by
+default): one runs the detector on frame t+1 while the other analyses frame
+t (onnxruntime, OpenCV and most of numpy release the GIL, so on two cores the
+detector's convolutions overlap the landmarks, pose and per-track work).
+
+Whatever ends the run (the end of the file, an error in any thread, a camera
+that does not come back, Ctrl-C, :meth:`VideoRunner.stop`), the tracks still
+going are summarised and every sink is closed: the output video is finalised
+and plays, the events file is complete up to that point.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+
+from mobileface.outputs.annotators import Overlay, OverlayOptions
+from mobileface.errors import MobileFaceError
+from mobileface.pipeline.video import FacePipeline, FrameResult, TrackSummary
+from mobileface.io.video import Frame, VideoError, VideoSource, VideoWriter, check_writable
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class Sink:
+    """Receives every processed frame, in order, in the writer thread."""
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        """One processed frame (``result.finished`` lists the tracks that just ended)."""
+
+    def finish(self, summaries: list[TrackSummary]) -> None:
+        """The end of the stream: the tracks that were still going."""
+
+    def close(self) -> None:
+        """Release files; called once, whatever happened."""
+
+
+class VideoFileSink(Sink):
+    """The annotated video; opened at once, so that a bad output path fails before the run."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
+                 overlay: Overlay | None = None):
+        self.writer = VideoWriter(path, fps, size)
+        self.overlay = overlay or Overlay(OverlayOptions())
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        self.writer.write(self.overlay.annotate(frame.image, result))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class EventsSink(Sink):
+    """One JSON line per finished track, with a best-shot crop saved beside it.
+
+    Each line is written and flushed as soon as its track ends, so the file
+    is complete up to any failure.
+    """
+
+    def __init__(self, path: str | os.PathLike, crops_dir: str | os.PathLike | None = None,
+                 source: str = ""):
+        self.path = check_writable(path, "events file")
+        self.crops_dir = Path(crops_dir) if crops_dir else \
+            self.path.with_name(self.path.stem + "_crops")
+        try:
+            self.crops_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")
+        except OSError as exc:
+            raise VideoError(f"cannot write events to {self.path} or crops to {self.crops_dir} "
+                             f"({exc.strerror})") from None
+        self.source = source
+        self.count = 0
+
+    def _emit(self, summary: TrackSummary) -> None:
+        record = {"source": self.source, **summary.to_record(), "best_shot": None}
+        if summary.best_shot is not None:
+            crop = self.crops_dir / f"track_{summary.track_id:05d}.jpg"
+            if cv2.imwrite(str(crop), summary.best_shot):
+                record["best_shot"] = str(crop)
+            else:
+                log.warning("cannot write the best shot %s", crop)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def write(self, frame: Frame, result: FrameResult) -> None:
+        for summary in result.finished:
+            self._emit(summary)
+
+    def finish(self, summaries: list[TrackSummary]) -> None:
+        for summary in summaries:
+            self._emit(summary)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+@dataclass
+class RunStats:
+    frames: int = 0             # processed
+    dropped: int = 0            # live sources: frames replaced before they were processed
+    seconds: float = 0.0
+    tracks: int = 0             # tracks that ended (all of them, at the end)
+    identities: Counter = field(default_factory=Counter)   # name -> tracks
+    error: str | None = None
+    interrupted: bool = False
+    reconnects: int = 0
+    truncated: bool = False
+    last_latency: float = 0.0   # seconds from reading a frame to the end of its analysis
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Latest:
+    """A one-frame slot: put() replaces what get() has not taken (live sources)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._full = False
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._full and self._item is not _END:
+                self.dropped += 1
+            if self._item is not _END or not self._full:
+                self._item, self._full = item, True
+            self._cond.notify()
+
+    def get(self, timeout: float):
+        with self._cond:
+            if not self._full:
+                self._cond.wait(timeout)
+            if not self._full:
+                raise queue.Empty
+            item = self._item
+            if item is not _END:
+                self._item, self._full = None, False
+            return item
+
+
+class VideoRunner:
+    """Run ``pipeline`` over ``source`` and feed ``sinks``; :meth:`run` blocks until done.
+
+    on_progress(stats) is called from the inference loop about every
+    ``progress_every`` seconds; on_result(frame, result) for every processed
+    frame, also from the inference loop (keep it quick).
+    """
+
+    def __init__(self, source: VideoSource, pipeline: FacePipeline, sinks=(),
+                 queue_size: int = 8, on_progress: Callable[[RunStats], None] | None = None,
+                 progress_every: float = 0.5,
+                 on_result: Callable[[Frame, FrameResult], None] | None = None,
+                 detect_thread: bool = True):
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self.source = source
+        self.pipeline = pipeline
+        self.sinks = list(sinks)
+        self.on_progress = on_progress
+        self.on_result = on_result
+        self.progress_every = progress_every
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self._resumed = threading.Event()
+        self._resumed.set()
+        self._frames = _Latest() if source.live else queue.Queue(maxsize=queue_size)
+        self.detect_thread = detect_thread
+        # detected frames wait here for the analysis: few, so that live latency stays low
+        self._detected: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
+        self._results: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._errors: list[str] = []
+
+    def stop(self) -> None:
+        """Ask the run to end soon (from any thread); it still finalises its outputs."""
+        self._stop.set()
+        self._resumed.set()
+
+    def pause(self) -> None:
+        """Hold the analysis (from any thread). A file waits where it is; a live
+        source goes on being read, and its frames are dropped meanwhile."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def _fail(self, message: str) -> None:
+        if message not in self._errors:
+            self._errors.append(message)
+        self._stop.set()
+
+    @contextmanager
+    def _failures(self, what: str):
+        """Any exception of a thread's loop ends the run with a one-line reason."""
+        try:
+            yield
+        except MobileFaceError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a decoder or model crash must not leave the run hanging
+            log.debug("%s failed", what, exc_info=True)
+            self._fail(f"{what} failed: {type(exc).__name__}: {exc}")
+
+    def _put(self, q, item) -> bool:
+        """Put a frame into the bounded frame queue, giving up if the run is stopping
+        (the end marker always goes in)."""
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and item is not _END:
+                    return False
+                if self._stop.is_set():
+                    try:  # make room for the end marker
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    # -- threads -------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        try:
+            with self._failures(f"reading {self.source.label}"):
+                while not self._stop.is_set():
+                    frame = self.source.read()
+                    if frame is None:
+                        break
+                    if self.source.live:
+                        self._frames.put(frame)
+                    elif not self._put(self._frames, frame):
+                        break
+        finally:
+            if self.source.live:
+                self._frames.put(_END)
+            else:
+                self._put(self._frames, _END)
+
+    def _get(self, q, feeder: threading.Thread):
+        """The next item of ``q``, or _END once the run stops and its feeder is gone."""
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set() and not feeder.is_alive():
+                    return _END
+
+    def _detect_loop(self, reader: threading.Thread) -> None:
+        try:
+            with self._failures("detection"):
+                while True:
+                    frame = self._get(self._frames, reader)
+                    if frame is _END or self._stop.is_set():
+                        break
+                    start = time.perf_counter()
+                    faces = self.pipeline.detect(frame.image)
+                    if not self._put(self._detected,
+                                     (frame, faces, time.perf_counter() - start)):
+                        break
+        finally:
+            self._put(self._detected, _END)
+
+    def _write_loop(self) -> None:
+        failed = False
+        while True:
+            item = self._results.get()
+            if item is _END:
+                break
+            if failed:
+                continue  # keep draining so the inference loop never blocks
+            try:
+                if isinstance(item, list):
+                    for sink in self.sinks:
+                        sink.finish(item)
+                else:
+                    frame, result = item
+                    for sink in self.sinks:
+                        sink.write(frame, result)
+            except Exception as exc:
+                log.debug("writer failed", exc_info=True)
+                failed = True
+                self._fail(f"writing the output failed: {exc}")
+
+    # -- the inference loop ----------------------------------------------------------
+
+    def run(self) -> RunStats:
+        stats = self.stats
+        reader = threading.Thread(target=self._read_loop, name="mobileface-reader", daemon=True)
+        writer = threading.Thread(target=self._write_loop, name="mobileface-writer", daemon=True)
+        detector = threading.Thread(target=self._detect_loop, args=(reader,),
+                                    name="mobileface-detector", daemon=True)
+        start = time.perf_counter()
+        reader.start()
+        writer.start()
+        if self.detect_thread:
+            detector.start()
+        try:
+            with self._failures("analysis"):
+                self._analyse(reader, detector, start)
+        except KeyboardInterrupt:
+            stats.interrupted = True
+        finally:
+            self._stop.set()
+            summaries = self.pipeline.finish()
+            self._count_summaries(summaries)
+            self._results.put(summaries)
+            self._results.put(_END)
+            writer.join()
+            if self.detect_thread:
+                detector.join(timeout=5.0)
+            reader.join(timeout=5.0)
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as exc:
+                    self._fail(f"closing the output failed: {exc}")
+            self.source.close()
+            stats.seconds = time.perf_counter() - start
+            stats.dropped = getattr(self._frames, "dropped", 0)
+            stats.reconnects = self.source.reconnects
+            stats.truncated = self.source.truncated
+            stats.error = "; ".join(self._errors) or None
+        return stats
+
+    def _next(self, reader: threading.Thread, detector: threading.Thread):
+        """(frame, its result) of the next frame, or None at the end."""
+        if self.detect_thread:
+            item = self._get(self._detected, detector)
+            if item is _END or self._stop.is_set():
+                return None
+            frame, faces, detect_seconds = item
+            result = self.pipeline.process(frame.image, frame.index, frame.timestamp, faces)
+            result.timings["detect"] = detect_seconds
+            return frame, result
+        frame = self._get(self._frames, reader)
+        if frame is _END or self._stop.is_set():
+            return None
+        return frame, self.pipeline.process(frame.image, frame.index, frame.timestamp)
+
+    def _analyse(self, reader: threading.Thread, detector: threading.Thread,
+                 start: float) -> None:
+        """The inference loop: analyse frames until the end, hand them to the writer."""
+        stats = self.stats
+        next_progress = start + self.progress_every
+        while True:
+            while not self._resumed.wait(0.1):
+                pass
+            item = self._next(reader, detector)
+            if item is None:
+                return
+            frame, result = item
+            stats.last_latency = time.perf_counter() - frame.read_at
+            self._count(result)
+            stats.frames += 1
+            if self.on_result is not None:
+                self.on_result(frame, result)
+            # The writer drains its queue until the end marker, whatever happens.
+            self._results.put((frame, result))
+            now = time.perf_counter()
+            if self.on_progress is not None and now >= next_progress:
+                next_progress = now + self.progress_every
+                stats.seconds = now - start
+                stats.dropped = getattr(self._frames, "dropped", 0)
+                self.on_progress(stats)
+
+    def _count(self, result: FrameResult) -> None:
+        self._count_summaries(result.finished)
+
+    def _count_summaries(self, summaries: list[TrackSummary]) -> None:
+        for summary in summaries:
+            self.stats.tracks += 1
+            if summary.identity:
+                self.stats.identities[summary.identity] += 1

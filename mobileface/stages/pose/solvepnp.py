@@ -1,0 +1,126 @@
+"""Head pose (yaw, pitch, roll in degrees) from the 68 points by solvePnP.
+
+Six of the 68 points (nose tip 30, chin 8, outer eye corners 36 and 45, mouth
+corners 48 and 54) are fitted to a generic 3-D face, the widely used model of
+Satya Mallick's "Head Pose Estimation using OpenCV and Dlib" (learnopencv.com),
+in its units (about 0.1 mm). The camera is a pinhole with focal length equal to
+the image width, centred, without distortion; with an unknown camera the angles
+are approximate (a few degrees), which is what gating and display need.
+
+Sign convention, stated in the image as displayed (y down):
+
+* **yaw > 0**: the nose points to the image's right (the person turns to their
+  own left); a mirror image flips the sign.
+* **pitch > 0**: the face looks up.
+* **roll > 0**: the head tilts clockwise on screen (for a face turned to
+  the camera, the line from the image-left to the image-right eye runs down).
+
+The angles are the intrinsic rotation R = Ry(yaw) Rx(pitch) Rz(roll): turn
+about the vertical, then nod, then tilt about the face's own nose axis.
+
+A frontal face is (0, 0, 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mobileface.stages.base import Stage
+from mobileface.types import Faces
+
+#: the 68-point indices used, and their generic 3-D positions
+POSE_INDICES = np.array([30, 8, 36, 45, 48, 54])
+#: in the model's frame: x to the image right, y up, z towards the camera
+MODEL_POINTS = np.array([
+    (0.0, 0.0, 0.0),          # nose tip
+    (0.0, -330.0, -65.0),     # chin
+    (-225.0, 170.0, -135.0),  # image-left eye, outer corner
+    (225.0, 170.0, -135.0),   # image-right eye, outer corner
+    (-150.0, -150.0, -125.0),  # image-left mouth corner
+    (150.0, -150.0, -125.0),  # image-right mouth corner
+])
+# Camera axes are x right, y down, z away from the camera: flipping y and z
+# makes the rotation of a frontal face the identity.
+_CAMERA_STYLE = MODEL_POINTS * np.array([1.0, -1.0, -1.0])
+
+
+def _rx(a: float) -> np.ndarray:
+    # Positive pitch moves the nose (0, 0, -1) towards -y, up on screen.
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, s], [0, -s, c]])
+
+
+def _ry(a: float) -> np.ndarray:
+    # Positive yaw swings the nose towards +x, the image's right.
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
+
+
+def _rz(a: float) -> np.ndarray:
+    # Positive roll turns the eye line (1, 0, 0) towards +y, down on screen.
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The head rotation R = Ry(yaw) Rx(pitch) Rz(roll), angles in degrees.
+
+    Intrinsic order: turn about the vertical, then nod, then tilt about the
+    face's own nose axis. ``angles_from_rotations`` is its exact inverse for
+    |pitch| < 90.
+    """
+    y, p, r = np.radians([yaw, pitch, roll])
+    return _ry(y) @ _rx(p) @ _rz(r)
+
+
+def angles_from_rotations(rotations: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) head rotations (camera-style model axes -> camera) -> (N, 3) yaw, pitch, roll."""
+    rotations = np.asarray(rotations, np.float64).reshape(-1, 3, 3)
+    nose = rotations @ np.array([0.0, 0.0, -1.0])  # where the face points
+    yaw = np.arctan2(nose[:, 0], -nose[:, 2])
+    pitch = np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2]))
+    # Undo yaw and pitch; what is left of the eye line's direction is roll.
+    across = np.empty((len(rotations), 3))
+    for i, (rot, y, p) in enumerate(zip(rotations, yaw, pitch)):
+        across[i] = (_ry(y) @ _rx(p)).T @ rot @ np.array([1.0, 0.0, 0.0])
+    roll = np.arctan2(across[:, 1], across[:, 0])
+    return np.degrees(np.stack([yaw, pitch, roll], 1))
+
+
+def camera_matrix(width: int, height: int) -> np.ndarray:
+    focal = float(width)
+    return np.array([[focal, 0, width / 2.0], [0, focal, height / 2.0], [0, 0, 1]])
+
+
+def solve_pose(landmarks68: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 68, 2) points -> (N, 3) angles in degrees and (N, 3, 3) rotations."""
+    import cv2
+
+    camera = camera_matrix(width, height)
+    points = np.ascontiguousarray(np.asarray(landmarks68, np.float64)[:, POSE_INDICES])
+    rotations = np.empty((len(points), 3, 3))
+    for i, image_points in enumerate(points):
+        ok, rvec, tvec = cv2.solvePnP(_CAMERA_STYLE, image_points, camera, None,
+                                      flags=cv2.SOLVEPNP_SQPNP)
+        if ok:
+            # Refine from the global SQPnP solution with Levenberg-Marquardt.
+            rvec, tvec = cv2.solvePnPRefineLM(_CAMERA_STYLE, image_points, camera, None,
+                                              rvec, tvec)
+            rotations[i] = cv2.Rodrigues(rvec)[0]
+        else:
+            rotations[i] = np.nan
+    return angles_from_rotations(rotations), rotations
+
+
+class HeadPose(Stage):
+    """Fills ``pose`` (N, 3) float32: yaw, pitch, roll in degrees (see module docs)."""
+
+    name = "pose"
+    requires = ("landmarks68",)
+    provides = ("pose",)
+
+    def process(self, image: np.ndarray, faces: Faces) -> None:
+        angles, _ = solve_pose(faces.landmarks68, image.shape[1], image.shape[0])
+        faces.pose = angles.astype(np.float32)
+
+    def fill_empty(self, faces: Faces) -> None:
+        faces.pose = np.zeros((0, 3), np.float32)
