@@ -15,12 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from mobileface.cli.common import (add_facebank_option, add_logging_options,  # noqa: E402
-                               add_model_options, configure_logging, default_facebank, log,
-                               providers, Progress, run_main)
-from mobileface.errors import MobileFaceError  # noqa: E402
+from mobileface.cli.common import (add_facebank_option, add_logging_options, add_model_options,
+                                   configure_logging, default_facebank, log, providers, Progress,
+                                   run_main)
+from mobileface.errors import MobileFaceError
 
 #: RetinaFace input size for video: the longer frame side is scaled to this
 VIDEO_DET_SIZE = 480
@@ -103,9 +101,9 @@ def _facebank(args, pipeline):
 
 def run(args) -> int:
     from mobileface.outputs.annotators import Overlay, OverlayOptions
-    from mobileface.pipeline.video import FacePipeline, PipelineConfig
-    from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner
-    from mobileface.models.runtime import ACTIVE_PROVIDERS
+    from mobileface.pipeline import FacePipeline, PipelineConfig, RunningMode
+    from mobileface.outputs.sinks import EventsSink, VideoFileSink
+    from mobileface.pipeline.runner import VideoRunner
     from mobileface.io.video import VideoSource
 
     _validate(args)
@@ -117,8 +115,9 @@ def run(args) -> int:
                                 det_threshold=args.det_threshold, providers=tuple(providers(args)),
                                 threads=args.threads, embedder=args.embedder,
                                 recognition=not args.no_recognition, threshold=args.threshold,
-                                margin=args.margin)
-        pipeline = FacePipeline(config)
+                                margin=args.margin,
+                                mode=RunningMode.STREAM if source.live else RunningMode.VIDEO)
+        pipeline = FacePipeline.from_config(config)
         if not args.no_recognition:
             facebank = _facebank(args, pipeline)
             if facebank is not None:
@@ -142,7 +141,7 @@ def run(args) -> int:
 
     named = ", ".join(f"{name} ({count})" for name, count in sorted(stats.identities.items())
                       if name != "Unknown") or "nobody"
-    device = ", ".join(sorted(set(ACTIVE_PROVIDERS.values()))) or "n/a"
+    device = ", ".join(pipeline.active_providers) or "n/a"
     parts = [f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps, "
              f"onnxruntime on {device})", f"{stats.tracks} tracks"]
     if not args.no_recognition:

@@ -15,18 +15,15 @@ some could not be, 2 for bad arguments or setup, 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from mobileface.cli.common import (add_facebank_option, add_logging_options,  # noqa: E402
-                               add_model_options, analyzer_options, configure_logging,
-                               default_facebank, log, run_main)
-from mobileface.identity.enrol import MIN_ENROL_QUALITY  # noqa: E402
-from mobileface.errors import MobileFaceError  # noqa: E402
+from mobileface.cli.common import (add_facebank_option, add_logging_options, add_model_options,
+                                   analyzer_options, configure_logging, default_facebank, log,
+                                   run_main)
+from mobileface.errors import MobileFaceError
+from mobileface.identity.enrol import MIN_ENROL_QUALITY
 
 WINDOW = "take_pic: t or space captures, q or Esc quits"
 
@@ -118,31 +115,20 @@ def folder_photos(folder: str) -> list[Path]:
     return photos
 
 
-def _has_display() -> bool:
-    """A display OpenCV's window can open (its Qt aborts the process when it cannot)."""
-    if not sys.platform.startswith("linux"):
-        return True
-    if os.environ.get("WAYLAND_DISPLAY"):
-        return True
-    display = os.environ.get("DISPLAY", "")
-    if display.startswith(":"):  # a local X server listens on its socket
-        number = display[1:].split(".")[0]
-        return Path(f"/tmp/.X11-unix/X{number}").exists()
-    return bool(display)
-
-
 def enrol_camera(enrolment: Enrolment, args) -> int:
     import cv2
 
-    from mobileface.outputs.annotators import draw_status
+    from mobileface.io.display import display_problem
     from mobileface.io.video import VideoSource
+    from mobileface.outputs.annotators import draw_status
 
     window = not args.no_window
     if not window and not args.auto:
         raise MobileFaceError("--no-window needs --auto (nothing could press the capture key)")
-    if window and not _has_display():
-        raise MobileFaceError("no display for the live view: use --auto --no-window, "
-                              "or --image / --folder")
+    problem = display_problem() if window else None  # OpenCV's Qt would abort the process
+    if problem:
+        raise MobileFaceError(f"no display for the live view ({problem}): use --auto "
+                              "--no-window, or --image / --folder")
     source = VideoSource(args.source)
     wanted, last_capture = args.count, 0.0
     try:

@@ -11,11 +11,8 @@ Also ``python -m mobileface gui``. Exit status: 0 when the window was closed,
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from mobileface.gui import main as gui_main  # noqa: E402
+from mobileface.gui import main as gui_main
 
 
 def main(argv=None) -> int:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common import load_image, median_ms  # puts the repo on sys.path
-
-from mobileface.models import registry  # noqa: E402
-from mobileface.detect import create_detector  # noqa: E402
-from mobileface.stages.landmarks.ert import load_shape_predictor  # noqa: E402
-from mobileface.stages.landmarks.dlib68 import predictor_boxes  # noqa: E402
+from mobileface.cli.common import median_ms
+from mobileface.errors import ImageError
+from mobileface.eval.bench import load_image
+from mobileface.models import registry
+from mobileface.detect import create_detector
+from mobileface.stages.landmarks.ert import load_shape_predictor
+from mobileface.stages.landmarks.dlib68 import predictor_boxes
 
 
 
@@ -39,7 +40,10 @@ def main(argv=None) -> int:
 
     import dlib
 
-    image, source = load_image(args.image)
+    try:
+        image, source = load_image(args.image)
+    except ImageError as exc:
+        raise SystemExit(f"benchmark: {exc}") from None
     faces = create_detector("retinaface").detect(image)
     if len(faces) == 0:
         raise SystemExit(f"benchmark: no face in {source}")

@@ -6,7 +6,7 @@ DATA is a folder-per-person tree (one sub-folder of images per person) or, with
 --pairs, the image root of a standard LFW pairs file (NAME/NAME_000i.jpg).
 Raw photos and pre-aligned face crops both work: each image's largest face is
 detected, on a black border if need be, and a small crop with no face found is
-used whole (mobileface/main_face.py; the counts are printed).
+used whole (mobileface/detect/locate.py; the counts are printed).
 
 The score of a pair is the cosine similarity of the two L2-normalised
 embeddings. Accuracy follows the LFW protocol: for each of 10 folds, the
@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT  # noqa: F401  (puts the repository on sys.path)
-from mobileface.cli import tools as tooling  # noqa: E402
-from mobileface.eval.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,  # noqa: E402
-                                build_embedders, load_verification_set, verify_embedders)
-from mobileface.eval.verification import DEFAULT_FARS  # noqa: E402
+from mobileface.cli import common
+from mobileface.eval.dataset import (DEFAULT_FOLDS, DEFAULT_MAX_IMPOSTORS,
+                                     build_embedders, load_verification_set, verify_embedders)
+from mobileface.eval.verification import DEFAULT_FARS
 
 SCORE = "cosine similarity of L2-normalised embeddings; same person when >= threshold"
 
@@ -56,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most different-person pairs in a tree's ROC "
                              f"(default: {DEFAULT_MAX_IMPOSTORS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pairs (default: 0)")
-    tooling.add_embedding_options(parser)
-    tooling.add_model_options(parser)
-    tooling.add_logging_options(parser)
+    common.add_embedding_options(parser)
+    common.add_model_options(parser, embedder=False)
+    common.add_logging_options(parser)
     return parser
 
 
@@ -109,7 +108,7 @@ def run(args) -> int:
     out = Path(args.out)
     vset = load_verification_set(args.data, args.pairs, args.folds, args.seed,
                                  args.max_impostors)
-    analyzer = tooling.analyzer_from_args(args)
+    analyzer = common.analyzer_from_args(args)
     embedders = build_embedders(args.embedder, analyzer.runtime)
     vset, dropped, embedded, results = verify_embedders(vset, analyzer, embedders, args.kind, fars)
     counts = embedded.counts()
@@ -153,12 +152,12 @@ def run(args) -> int:
         "roc_png": str(roc_png),
     }
     print(f"wrote {roc_png} and {out / 'lfw.json'}")
-    tooling.emit_json(report, str(out / "lfw.json"))
+    common.emit_json(report, str(out / "lfw.json"))
     return 0
 
 
 def main(argv=None) -> int:
-    return tooling.main(build_parser(), run, argv)
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

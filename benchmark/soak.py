@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, LoopedSource, demo_facebank, emit  # puts the repo on sys.path
-from mobileface.outputs.annotators import Overlay, OverlayOptions  # noqa: E402
-from mobileface.pipeline.video import FacePipeline, PipelineConfig  # noqa: E402
-from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
+from mobileface.cli.common import emit_json as emit
+from mobileface.eval.bench import DATA, LoopedSource, demo_facebank
+from mobileface.outputs.annotators import Overlay, OverlayOptions
+from mobileface.pipeline import FacePipeline, PipelineConfig
+from mobileface.outputs.sinks import EventsSink, VideoFileSink
+from mobileface.pipeline.runner import VideoRunner
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mobileface-soak-") as tmp:
         workdir = Path(tmp)
-        pipeline = FacePipeline(PipelineConfig(det_size=args.det_size))
+        pipeline = FacePipeline.from_config(PipelineConfig(det_size=args.det_size))
         demo_facebank(workdir / "facebank", pipeline)
         source = LoopedSource(video, args.frames)
         overlay = Overlay(OverlayOptions(show_scores=True, landmarks=True, pose_axes=True))

@@ -26,10 +26,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import DATA, load_image, median_ms  # puts the repo on sys.path
-from mobileface.pipeline.image import STAGES, FaceAnalyzer  # noqa: E402
-from mobileface.detect import create_detector  # noqa: E402
-from mobileface.stages.embed.dlib_resnet import create_embedder  # noqa: E402
+from mobileface.cli.common import median_ms
+from mobileface.errors import ImageError
+from mobileface.eval.bench import DATA, load_image
+from mobileface.pipeline.image import STAGES, FaceAnalyzer
+from mobileface.detect import create_detector
+from mobileface.stages.embed import create_embedder
 
 DEFAULT_CLIP = DATA / "face_recognition" / "short_hamilton_clip.mp4"
 #: MXNet 1.9.1, batch 1, CPU, ms per face on the 2-core machine (../shared/models/README.md)
@@ -58,7 +60,10 @@ def main(argv=None) -> int:
                         help="time only the embedders (the default one and --embedder ones)")
     args = parser.parse_args(argv)
 
-    image, source = load_image(args.image)
+    try:
+        image, source = load_image(args.image)
+    except ImageError as exc:
+        raise SystemExit(f"benchmark: {exc}") from None
     stages = ("embed",) if args.embedders_only else STAGES
     analyzer = FaceAnalyzer(threads=args.threads, stages=stages)
     faces = analyzer.analyze(image)

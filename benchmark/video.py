@@ -33,10 +33,12 @@ from pathlib import Path
 
 import cv2
 
-from common import DATA, LoopedSource, demo_facebank, emit  # puts the repo on sys.path
-from mobileface.outputs.annotators import Overlay, OverlayOptions  # noqa: E402
-from mobileface.pipeline.video import FacePipeline, PipelineConfig  # noqa: E402
-from mobileface.pipeline.runner import EventsSink, VideoFileSink, VideoRunner  # noqa: E402
+from mobileface.cli.common import emit_json as emit
+from mobileface.eval.bench import DATA, LoopedSource, demo_facebank
+from mobileface.outputs.annotators import Overlay, OverlayOptions
+from mobileface.pipeline import FacePipeline, PipelineConfig
+from mobileface.outputs.sinks import EventsSink, VideoFileSink
+from mobileface.pipeline.runner import VideoRunner
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 APP_DET_SIZE = 480  # apps/infer_on_video.py's default
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mobileface-bench-") as tmp:
         workdir = Path(tmp)
-        pipeline = FacePipeline(PipelineConfig(det_size=args.det_size, threads=args.threads))
+        pipeline = FacePipeline.from_config(PipelineConfig(det_size=args.det_size, threads=args.threads))
         bank = demo_facebank(workdir / "facebank", pipeline)
         floors, runs = [], []
         for _ in range(args.repeat):  # alternated, so that both see the same machine

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mobileface.cli.common import shared_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("MOBILEFACE_SHARED", ROOT.parent / "shared"))
+SHARED = shared_dir()  # $MOBILEFACE_SHARED, else ../shared: as benchmark/ and tools/ find it
 DATA = SHARED / "data"
 MODELS = SHARED / "models"
 

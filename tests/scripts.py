@@ -1,4 +1,8 @@
-"""Load the scripts of benchmark/ and tools/ as modules, to call their main(argv)."""
+"""Load the scripts of apps/, benchmark/ and tools/ as modules, to call their main(argv).
+
+By file path: the scripts are not a package, and what they share is the installed
+library (mobileface.cli.common, mobileface.eval.bench), so nothing goes on sys.path.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -9,10 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script(relative: str):
+    """The script at ``relative`` (to the repository) as a module, loaded once."""
     path = ROOT / relative
-    folder = str(path.parent)
-    if folder not in sys.path:  # benchmark scripts import their sibling common.py
-        sys.path.insert(0, folder)
     name = "script_" + relative.replace("/", "_").removesuffix(".py")
     if name in sys.modules:
         return sys.modules[name]

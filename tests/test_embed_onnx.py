@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, load_bgr, shared_file, shared_model
-from mobileface.stages.embed.dlib_resnet import create_embedder
+from mobileface.stages.embed import create_embedder
 from mobileface.stages.embed.onnx import OnnxEmbedder
 from mobileface.stages.embed.spec import EmbedderSpec, load_spec, save_spec
 from mobileface.errors import ModelError
 from mobileface.types import Faces
+from scripts import load_script
 
 # ---------------------------------------------------------------------------
 # A tiny synthetic model: the mean of each input channel (N, C, S, S) -> (N, C)
@@ -242,15 +243,9 @@ def test_model_problems_raise_model_error(tmp_path, means_onnx):
 @pytest.fixture(scope="module")
 def mobileface_specs(tmp_path_factory):
     """MobileFace V1-V3 converted into a temporary folder, with their spec files."""
-    import sys
-
     folder = tmp_path_factory.mktemp("mobileface")
     template = shared_model("mobileface/mobileface_align_v1.npy")
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from convert_mxnet import main
-    finally:
-        sys.path.pop(0)
+    main = load_script("tools/convert_mxnet.py").main
     specs = {}
     for v, shape in (("1", "1,1,100,100"), ("2", "1,3,112,112"), ("3", "1,3,112,112")):
         extra = ["--align-template", str(template)] if v == "1" else []
@@ -275,13 +270,7 @@ def test_converter_writes_a_matching_spec(mobileface_specs):
 
 
 def test_converter_spec_errors(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from convert_mxnet import main
-    finally:
-        sys.path.pop(0)
+    main = load_script("tools/convert_mxnet.py").main
     args = ["--symbol", str(shared_model("mobileface/MobileFace_Identification_V1-symbol.json")),
             "--params", str(shared_model("mobileface/MobileFace_Identification_V1-0000.params")),
             "--input-shape", "1,1,100,100", "-o", str(tmp_path / "v1.onnx")]

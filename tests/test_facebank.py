@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from mobileface.identity.enrol import EnrolError
 from mobileface.identity.facebank import DB_NAME, TRASH, Facebank, FacebankError, check_name
 from mobileface.cli.facebank import calibration
@@ -187,8 +186,7 @@ def test_a_process_killed_in_the_middle_of_an_import_leaves_the_facebank_intact(
     bank.close()
     _folder(tmp_path, {"Cid": ["cid1.png"], "Ann": ["ann2.png", "ann3.png"]})
     script = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+        import os
         import numpy as np
         from mobileface.identity.facebank import Facebank
         inserted = []

@@ -209,7 +209,7 @@ def test_embedder_aligned_from_a_landmark_column(tmp_path):
     """MobileFace V1 on chips aligned from the eme model's points instead of kps5."""
     from mobileface.convert import mxnet
     from mobileface.detect import create_detector
-    from mobileface.stages.embed.dlib_resnet import create_embedder
+    from mobileface.stages.embed import create_embedder
     from mobileface.stages.landmarks.shape_predictor import ShapePredictorLandmarks
 
     model = mxnet.convert(shared_model("mobileface/MobileFace_Identification_V1-symbol.json"),

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, shared_model
 from mobileface.convert import mxnet
 from mobileface.errors import ModelError
+from scripts import load_script
 
 MODELS = {"V1": "1,1,100,100", "V2": "1,3,112,112", "V3": "1,3,112,112"}
 
@@ -364,11 +365,7 @@ def test_tool_converts(tmp_path, reference):
 
     symbol, params = _files("V3")
     out = tmp_path / "v3.onnx"
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from convert_mxnet import main
-    finally:
-        sys.path.pop(0)
+    main = load_script("tools/convert_mxnet.py").main
     assert main(["--symbol", str(symbol), "--params", str(params), "--input-shape", "1,3,112,112",
                  "-o", str(out)]) == 0
     model = onnx.load(str(out))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from mobileface.stages.embed.dlib_resnet import INT8_EMBEDDER, create_embedder
+from mobileface.stages.embed import INT8_EMBEDDER, create_embedder
 from mobileface.errors import ModelError
 from mobileface.stages.embed.int8 import REPORT_VERSION, int8_paths, is_usable
 from scripts import load_script

@@ -8,7 +8,8 @@ import pytest
 from conftest import load_bgr, shared_file
 from mobileface.identity.enrol import FaceEnroller
 from mobileface.identity.gallery import Gallery, normalise
-from mobileface.pipeline.video import FacePipeline, PipelineConfig, SceneCutDetector
+from mobileface.pipeline import FacePipeline, PipelineConfig
+from mobileface.track.scene_cut import SceneCutDetector
 
 LIN = "Lin-Manuel Miranda"
 OBAMA = "Barack Obama"
@@ -28,7 +29,7 @@ def clip() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline(PipelineConfig(det_size=480))
+    return FacePipeline.from_config(PipelineConfig(det_size=480))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def _run(pipeline, frames, start=0, fps=29.97, on_frame=None):
 
 
 def _names(result) -> list[str]:
-    return [] if result.faces.identity is None else list(result.faces.identity)
+    return [] if result.detected.identity is None else list(result.detected.identity)
 
 
 def test_his_tracks_carry_his_name_and_nobody_else_is_called_him(pipeline, gallery, clip):
@@ -63,7 +64,7 @@ def test_his_tracks_carry_his_name_and_nobody_else_is_called_him(pipeline, galle
     named = [i for i in range(90, 211) if LIN in _names(results[i])]
     assert len(named) == 121, "his close-up is named on every frame from frame 90 on"
     # no flicker: along his close-up track the shown name never changes once given
-    ids = {int(t) for r in results[90:211] for t in r.faces.track_id if t > 0}
+    ids = {int(t) for r in results[90:211] for t in r.detected.track_id if t > 0}
     assert len(ids) == 1
     his = [s for s in summaries + [x for r in results for x in r.finished]
            if s.identity == LIN]
@@ -73,12 +74,12 @@ def test_his_tracks_carry_his_name_and_nobody_else_is_called_him(pipeline, galle
 def test_recognition_runs_per_track_not_per_frame(pipeline, gallery, clip):
     pipeline.set_gallery(gallery)
     results, _ = _run(pipeline, clip[:150])
-    face_rows = sum(len(r.faces) for r in results)
+    face_rows = sum(len(r.detected) for r in results)
     runs = sum(r.recognised for r in results)
     assert face_rows > 250
     assert runs < 0.25 * face_rows, (runs, face_rows)
     # age and gender are per track: the same values on every frame between runs
-    ages = [float(r.faces.age[0]) for r in results[120:150] if len(r.faces) == 1]
+    ages = [float(r.detected.track_age[0]) for r in results[120:150] if len(r.detected) == 1]
     assert len(set(ages)) <= 8
 
 
@@ -116,8 +117,8 @@ def test_a_person_enrolled_during_the_run_is_named_without_a_restart(pipeline, g
 def test_a_scene_cut_starts_new_tracks(pipeline, clip):
     pipeline.set_gallery(Gallery.empty())
     results, _ = _run(pipeline, clip[70:100], start=70)
-    before = {int(t) for r in results[5:12] for t in r.faces.track_id if t > 0}
-    after = {int(t) for r in results[15:30] for t in r.faces.track_id if t > 0}
+    before = {int(t) for r in results[5:12] for t in r.detected.track_id if t > 0}
+    after = {int(t) for r in results[15:30] for t in r.detected.track_id if t > 0}
     assert before and after and not before & after
 
 
@@ -131,15 +132,15 @@ def test_a_face_that_comes_back_gets_its_id_back(pipeline, gallery, clip):
     pipeline.set_gallery(gallery)
     frames = [f.copy() for f in clip[100:160]]
     first = pipeline.process(frames[0], 100, 100 / 29.97)
-    box = first.faces.boxes[0].astype(int)
+    box = first.detected.boxes[0].astype(int)
     pipeline.reset()
     # hide his face for 25 frames (longer than the tracker's max_age of 15)
     for frame in frames[20:45]:
         x1, y1, x2, y2 = box
         frame[max(0, y1 - 60):y2 + 60, max(0, x1 - 60):x2 + 60] = 60
     results, summaries = _run(pipeline, frames, start=100)
-    before = {int(t) for r in results[5:20] for t in r.faces.track_id if t > 0}
-    after = {int(t) for r in results[50:60] for t in r.faces.track_id if t > 0}
+    before = {int(t) for r in results[5:20] for t in r.detected.track_id if t > 0}
+    after = {int(t) for r in results[50:60] for t in r.detected.track_id if t > 0}
     assert len(before) == 1 and before == after
     assert [s.track_id for s in summaries] == sorted(before)
     (summary,) = summaries
@@ -147,11 +148,11 @@ def test_a_face_that_comes_back_gets_its_id_back(pipeline, gallery, clip):
 
 
 def test_attributes_only_needs_no_facebank(clip):
-    pipe = FacePipeline(PipelineConfig(det_size=480, recognition=False))
+    pipe = FacePipeline.from_config(PipelineConfig(det_size=480, recognition=False))
     results, summaries = _run(pipe, clip[100:130], start=100)
-    faces = results[-1].faces
+    faces = results[-1].detected
     assert faces.identity is None and faces.embedding is None
-    assert np.isfinite(faces.age).all() and np.isfinite(faces.gender).all()
+    assert np.isfinite(faces.track_age).all() and np.isfinite(faces.track_gender).all()
     assert summaries and summaries[0].identity is None and summaries[0].gender == "male"
 
 
@@ -172,7 +173,7 @@ def test_the_gallery_matches_what_the_pipeline_sees(gallery):
 def test_changes_another_process_makes_to_the_facebank_are_picked_up(clip, tmp_path):
     from mobileface.identity.facebank import Facebank
 
-    pipe = FacePipeline(PipelineConfig(det_size=480, facebank_poll=0.0))
+    pipe = FacePipeline.from_config(PipelineConfig(det_size=480, facebank_poll=0.0))
     pipe.set_facebank(Facebank(tmp_path))            # empty: everybody is unknown
     other = Facebank(tmp_path)                       # e.g. `mobileface facebank add` meanwhile
     enrol = FaceEnroller(pipe.analyzer)
@@ -211,11 +212,11 @@ def test_a_face_of_an_analysed_frame_embeds_like_the_same_face_from_its_picture(
     pipeline.reset()
     result = pipeline.process(clip[150], 150, 150 / 29.97)
     pipeline.finish()
-    face = enrol.embed_row(clip[150], result.faces, 0)
+    face = enrol.embed_row(clip[150], result.detected, 0)
     again = enrol.embed_image(clip[150])
     assert float(normalise(face.embedding) @ normalise(again.embedding)) > 0.99
-    assert face.quality == pytest.approx(float(result.faces.quality[0]))
-    assert face.parts == pytest.approx({k: float(v[0]) for k, v in result.faces.extra.items()})
+    assert face.quality == pytest.approx(float(result.detected.quality[0]))
+    assert face.parts == pytest.approx({k: float(v[0]) for k, v in result.detected.extra.items()})
     assert face.chip.shape == again.chip.shape and face.problem() is None
     with pytest.raises(ValueError, match="row 1"):
-        enrol.embed_row(clip[150], result.faces, 1)
+        enrol.embed_row(clip[150], result.detected, 1)

@@ -10,14 +10,15 @@ import cv2
 import pytest
 
 from conftest import shared_file
-from mobileface.pipeline.video import FacePipeline, PipelineConfig
-from mobileface.pipeline.runner import EventsSink, Sink, VideoFileSink, VideoRunner
+from mobileface.pipeline import FacePipeline, PipelineConfig
+from mobileface.outputs.sinks import EventsSink, Sink, VideoFileSink
+from mobileface.pipeline.runner import VideoRunner
 from mobileface.io.video import VideoSource
 
 
 @pytest.fixture(scope="module")
 def pipeline():
-    return FacePipeline(PipelineConfig(det_size=320, recognition=False))
+    return FacePipeline.from_config(PipelineConfig(det_size=320, recognition=False))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,21 @@ import numpy as np
 import pytest
 
 from mobileface.track.sort import SortTracker
+from mobileface.types import Faces
+
+
+def _faces(boxes, scores=None) -> Faces:
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return Faces(boxes, np.ones(len(boxes), np.float32) if scores is None else scores)
+
+
+def _update(tracker: SortTracker, boxes, scores=None, timestamp=None) -> Faces:
+    return tracker.update(_faces(boxes, scores), timestamp=timestamp)
+
+
+def _ids(tracks: Faces) -> list[int]:
+    """The confirmed tracks of an update, detected or predicted, sorted."""
+    return sorted(tracks.track_id[tracks.track_id > 0].tolist())
 
 
 def _box(x: float, y: float, size: float = 80.0) -> np.ndarray:
@@ -25,32 +40,32 @@ def test_ids_stay_stable_through_a_five_frame_miss():
         missing = 15 <= frame < 20  # the second face is not detected for 5 frames
         if missing:
             boxes, scores = boxes[:1], scores[:1]
-        tracks = tracker.update(boxes, scores, timestamp=frame / 25)
-        ids = tracks.ids_for_detections(len(boxes))
-        assert (ids > 0).all()
+        tracks = _update(tracker, boxes, scores, timestamp=frame / 25)
+        ids = tracks.track_id[~tracks.predicted]
+        assert len(ids) == len(boxes) and (ids > 0).all()
         for row, tid in enumerate(ids):
             ids_seen.setdefault(row, set()).add(int(tid))
         if missing:
             # the lost face is still reported, as a predicted box near where it would be
             coasting = tracks.predicted
             assert coasting.sum() == 1
-            assert tracks.det_index[coasting][0] == -1 and tracks.scores[coasting][0] == 0
+            assert np.flatnonzero(coasting)[0] == len(boxes) and tracks.scores[coasting][0] == 0
             predicted_box = tracks.boxes[coasting][0]
             assert np.abs(predicted_box - _walk(frame)[1]).max() < 12
         else:
             assert not tracks.predicted.any()
-            np.testing.assert_array_equal(np.sort(tracks.det_index), np.arange(len(boxes)))
+            np.testing.assert_array_equal(tracks.boxes, boxes)  # the detections, in their order
     assert ids_seen == {0: {1}, 1: {2}}
 
 
-def test_each_output_keeps_its_detection_index_and_score():
+def test_each_output_row_is_its_detection_with_its_score():
     tracker = SortTracker()
     for frame in range(2):
-        tracker.update(_walk(frame), np.array([0.9, 0.7]))
+        _update(tracker, _walk(frame), np.array([0.9, 0.7], np.float32))
     # the detector lists the faces in the other order: each track keeps its face
-    tracks = tracker.update(_walk(2)[::-1], np.array([0.7, 0.9]))
+    tracks = _update(tracker, _walk(2)[::-1], np.array([0.7, 0.9], np.float32))
+    np.testing.assert_array_equal(tracks.track_id, [2, 1])
     order = np.argsort(tracks.track_id)
-    np.testing.assert_array_equal(tracks.det_index[order], [1, 0])
     np.testing.assert_allclose(tracks.scores[order], [0.9, 0.7], rtol=1e-6)
     np.testing.assert_allclose(tracks.boxes[order], _walk(2), atol=1e-4)
 
@@ -58,51 +73,52 @@ def test_each_output_keeps_its_detection_index_and_score():
 def test_ids_restart_in_a_new_session_and_after_reset():
     first = SortTracker()
     for frame in range(5):
-        first.update(_walk(frame))
+        _update(first, _walk(frame))
     # a third face appears: id 3 in this session
     tracks = None
     for frame in range(5, 9):
-        tracks = first.update(np.vstack([_walk(frame), _box(900, 50)]))
-    assert sorted(tracks.track_id.tolist()) == [1, 2, 3]
+        tracks = _update(first, np.vstack([_walk(frame), _box(900, 50)]))
+    assert _ids(tracks) == [1, 2, 3]
 
     second = SortTracker()  # ids belong to the instance
-    tracks = second.update(_walk(0)[:1])
+    tracks = _update(second, _walk(0)[:1])
     assert tracks.track_id.tolist() == [1]
 
     first.reset()
     assert first.live_ids == []
-    tracks = first.update(_walk(30)[1:])
+    tracks = _update(first, _walk(30)[1:])
     assert tracks.track_id.tolist() == [1]
 
 
 def test_a_one_frame_false_detection_gets_no_id_and_ids_stay_consecutive():
     tracker = SortTracker(min_hits=2)
     for frame in range(4):
-        tracker.update(_walk(frame))
-    tracks = tracker.update(np.vstack([_walk(4), _box(1000, 600)]))  # a blip
-    assert sorted(tracks.track_id.tolist()) == [1, 2]
+        _update(tracker, _walk(frame))
+    tracks = _update(tracker, np.vstack([_walk(4), _box(1000, 600)]))  # a blip
+    assert _ids(tracks) == [1, 2] and tracks.track_id[2] == -1
     for frame in range(5, 8):
-        tracks = tracker.update(np.vstack([_walk(frame), _box(300, 600 + frame)]))
-    assert sorted(tracks.track_id.tolist()) == [1, 2, 3]
+        tracks = _update(tracker, np.vstack([_walk(frame), _box(300, 600 + frame)]))
+    assert _ids(tracks) == [1, 2, 3]
 
 
 def test_finished_ids_are_reported_once_after_max_age():
     tracker = SortTracker(max_age=3, reid_seconds=0)
     for frame in range(5):
-        tracker.update(_walk(frame))
+        _update(tracker, _walk(frame))
     finished = []
     for frame in range(5, 12):
-        finished += tracker.update(_walk(frame)[:1]).finished
+        _update(tracker, _walk(frame)[:1])
+        finished += tracker.finished
     assert finished == [2]
     assert tracker.flush() == [1]
 
 
 def _lose_track_two(tracker: SortTracker, appearance: np.ndarray, until: int) -> None:
     for frame in range(5):
-        tracker.update(_walk(frame), timestamp=frame)
+        _update(tracker, _walk(frame), timestamp=frame)
     tracker.set_appearance(2, appearance)
     for frame in range(5, until):
-        tracker.update(_walk(frame)[:1], timestamp=frame)
+        _update(tracker, _walk(frame)[:1], timestamp=frame)
 
 
 def test_a_returning_face_takes_back_its_id():
@@ -113,13 +129,13 @@ def test_a_returning_face_takes_back_its_id():
     assert tracker.live_ids == [1]
     # the same face comes back elsewhere: a new track, confirmed as id 3 ...
     for frame in range(9, 11):
-        tracks = tracker.update(np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
-    assert sorted(tracks.track_id.tolist()) == [1, 3]
+        tracks = _update(tracker, np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
+    assert _ids(tracks) == [1, 3]
     # ... whose first embedding matches the lost track 2: it becomes 2 again
     assert tracker.set_appearance(3, face + rng.normal(scale=0.05, size=128)) == 2
-    tracks = tracker.update(np.vstack([_walk(11)[:1], _box(52, 500)]), timestamp=11)
-    assert sorted(tracks.track_id.tolist()) == [1, 2]
-    assert tracks.finished == []  # id 2 lives on; 3 is retired, not finished
+    tracks = _update(tracker, np.vstack([_walk(11)[:1], _box(52, 500)]), timestamp=11)
+    assert _ids(tracks) == [1, 2]
+    assert tracker.finished == []  # id 2 lives on; 3 is retired, not finished
 
 
 def test_reidentification_needs_the_same_face_within_the_time_window():
@@ -129,19 +145,20 @@ def test_reidentification_needs_the_same_face_within_the_time_window():
     tracker = SortTracker(max_age=2, reid_seconds=10)
     _lose_track_two(tracker, face, until=9)
     for frame in range(9, 11):
-        tracker.update(np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
+        _update(tracker, np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
     assert tracker.set_appearance(3, rng.normal(size=128)) == 3
     # too late: the lost id has finished
     tracker = SortTracker(max_age=2, reid_seconds=3)
     finished = []
     for frame in range(5):
-        tracker.update(_walk(frame), timestamp=frame)
+        _update(tracker, _walk(frame), timestamp=frame)
     tracker.set_appearance(2, face)
     for frame in range(5, 20):
-        finished += tracker.update(_walk(frame)[:1], timestamp=frame).finished
+        _update(tracker, _walk(frame)[:1], timestamp=frame)
+        finished += tracker.finished
     assert finished == [2]
     for frame in range(20, 22):
-        tracker.update(np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
+        _update(tracker, np.vstack([_walk(frame)[:1], _box(50, 500)]), timestamp=frame)
     assert tracker.set_appearance(3, face) == 3
 
 
@@ -153,25 +170,27 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         SortTracker(iou_threshold=1.5)
     tracker = SortTracker()
-    with pytest.raises(ValueError, match="scores"):
-        tracker.update(np.zeros((2, 4)), np.zeros(3))
+    with pytest.raises(ValueError, match="rows"):
+        _update(tracker, np.zeros((2, 4)), np.zeros(3))
+    with pytest.raises(ValueError, match="Faces"):
+        tracker.update(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="no live track"):
         tracker.set_appearance(7, np.ones(4))
 
 
 def test_no_detections_gives_empty_output():
-    tracks = SortTracker().update(np.zeros((0, 4)))
+    tracks = _update(SortTracker(), np.zeros((0, 4)))
     assert len(tracks) == 0 and tracks.boxes.shape == (0, 4)
 
 
 def test_a_scene_cut_ends_every_track():
     tracker = SortTracker(reid_seconds=0)
     for frame in range(4):
-        tracker.update(_walk(frame), timestamp=frame)
+        _update(tracker, _walk(frame), timestamp=frame)
     tracker.cut()
     # the next shot has a face exactly where face 1 was: it must not inherit id 1
-    tracks = tracker.update(_walk(3)[:1], timestamp=4)
-    assert sorted(tracks.finished) == [1, 2]
-    assert len(tracks) == 0  # the new face is not confirmed yet
-    tracks = tracker.update(_walk(3)[:1], timestamp=5)
+    tracks = _update(tracker, _walk(3)[:1], timestamp=4)
+    assert sorted(tracker.finished) == [1, 2]
+    assert _ids(tracks) == []  # the new face is not confirmed yet
+    tracks = _update(tracker, _walk(3)[:1], timestamp=5)
     assert tracks.track_id.tolist() == [3]

@@ -6,7 +6,7 @@ import pytest
 
 from mobileface.gui.unknowns import UnknownFaces
 from mobileface.identity.gallery import UNKNOWN, normalise
-from mobileface.pipeline.video import TrackSummary
+from mobileface.track.memory import TrackSummary
 
 
 def _summary(track_id, embedding, quality=0.5, identity=UNKNOWN, frames=30):

@@ -3,7 +3,7 @@
     python tools/confusion_matrix.py DATA [--level person|image] [--embedder SPEC] [-o sim.png]
 
 DATA has one sub-folder of images per person (raw photos or aligned face
-crops: each image's largest face is used, see mobileface/main_face.py). Each
+crops: each image's largest face is used, see mobileface/detect/locate.py). Each
 cell is the cosine similarity of L2-normalised embeddings: at --level person
 (default) the mean over the two people's image pairs (on the diagonal, over a
 person's pairs of distinct images; blank for a person with one face); at
@@ -19,13 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mobileface.cli import tools as tooling  # noqa: E402
-from mobileface.errors import DataError  # noqa: E402
-from mobileface.eval.verification import l2_normalise  # noqa: E402
+from mobileface.cli import common
+from mobileface.errors import DataError
+from mobileface.eval.verification import l2_normalise
 
 #: rows named on the axes at most
 NAMED_MAX = 40
@@ -42,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-per-person", type=int, default=None,
                         help="use at most this many images of each person")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here")
-    tooling.add_embedding_options(parser)
-    tooling.add_model_options(parser)
-    tooling.add_logging_options(parser)
+    common.add_embedding_options(parser)
+    common.add_model_options(parser, embedder=False)
+    common.add_logging_options(parser)
     return parser
 
 
@@ -121,7 +117,7 @@ def plot_heatmaps(mats: dict, names: list[str], path: Path, title: str, groups=N
 
 
 def run(args) -> int:
-    images, embedded = tooling.embed_folder_from_args(args)
+    images, embedded = common.embed_folder_from_args(args)
     ok = embedded.ok
     labels_all = images.labels[ok]
     present = np.unique(labels_all)
@@ -171,12 +167,12 @@ def run(args) -> int:
     result = {"tool": "confusion_matrix", "data": str(args.data), "level": args.level,
               "images": {"total": len(images), **counts}, "people": people,
               "embedders": rows, "png": str(out)}
-    tooling.emit_json(result, args.json_out)
+    common.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    return tooling.main(build_parser(), run, argv)
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,8 @@ import hashlib
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mobileface.stages.embed.presets import PRESETS  # noqa: E402
-from mobileface.errors import MobileFaceError  # noqa: E402
+from mobileface.stages.embed.presets import PRESETS
+from mobileface.errors import MobileFaceError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -53,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use this internal node as the output instead of the graph's "
                              "heads (e.g. fc1 of an InsightFace training graph)")
     spec = parser.add_argument_group(
-        "embedder spec", "write OUTPUT.json beside the model (see mobileface/embed_spec.py)")
+        "embedder spec", "write OUTPUT.json beside the model (see mobileface/stages/embed/spec.py)")
     spec.add_argument("--spec-preset", choices=PRESETS, default=None,
                       help="MobileFace's measured settings for V1, V2 or V3")
     spec.add_argument("--spec", action="store_true",

@@ -12,11 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mobileface.errors import MobileFaceError  # noqa: E402
+from mobileface.errors import MobileFaceError
 
 
 def main(argv=None) -> int:

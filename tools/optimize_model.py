@@ -32,16 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mobileface.cli import tools as tooling  # noqa: E402
-from mobileface.eval.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,  # noqa: E402
-                                load_verification_set)
-from mobileface.errors import DataError, ImageError  # noqa: E402
-from mobileface.stages.embed.int8 import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS  # noqa: E402
-from mobileface.eval.verification import l2_normalise  # noqa: E402
+from mobileface.cli import common
+from mobileface.eval.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,
+                                     load_verification_set)
+from mobileface.errors import DataError, ImageError
+from mobileface.stages.embed.int8 import CALIBRATIONS, DEFAULT_MAX_LOSS, METHODS
+from mobileface.eval.verification import l2_normalise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=("auto", "photo", "crop"), default="auto",
                         help="photo, crop or auto (default), as in benchmark/lfw.py")
-    tooling.add_model_options(parser)
-    tooling.add_logging_options(parser)
+    common.add_model_options(parser, embedder=False)
+    common.add_logging_options(parser)
     return parser
 
 
@@ -99,7 +95,7 @@ def face_chips(paths: list[Path], analyzer, kind: str) -> np.ndarray:
         try:
             image = read_image(path)
         except ImageError as exc:
-            tooling.log.warning("%s", exc)
+            common.log.warning("%s", exc)
             continue
         found = find_main_face(analyzer, image, kind)
         if found.found:
@@ -124,8 +120,8 @@ def speed(path: Path, chips: np.ndarray, runs: int, threads: int) -> dict:
     batch8 = np.ascontiguousarray(np.resize(chips, (8, *chips.shape[1:])))
     one = {INPUT_NAME: batch8[:1]}
     eight = {INPUT_NAME: batch8}
-    b1 = tooling.median_ms(lambda: session.run(None, one), runs)
-    b8 = tooling.median_ms(lambda: session.run(None, eight), max(runs // 4, 3))
+    b1 = common.median_ms(lambda: session.run(None, one), runs)
+    b8 = common.median_ms(lambda: session.run(None, eight), max(runs // 4, 3))
     return {"start_ms": round(statistics.median(starts) * 1000, 1), "batch1_ms": round(b1, 3),
             "batch8_ms_per_face": round(b8 / 8, 3)}
 
@@ -154,7 +150,7 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    analyzer = tooling.analyzer_from_args(args)
+    analyzer = common.analyzer_from_args(args)
     runtime = analyzer.runtime
     chips = face_chips(calib_paths, analyzer, args.kind)
     float_path = converted_model_path()
@@ -257,12 +253,12 @@ def run(args) -> int:
     print(f"int8 ({variant}) accuracy change: {-loss:+.4f} (bound: a loss of at most "
           f"{args.max_loss:g}) -> {verdict}")
     print(f"wrote {opt_path}, {int8_out}, {out / 'optimize.json'}; installed {int8_cache}")
-    tooling.emit_json(report)
+    common.emit_json(report)
     return 0 if usable else 1
 
 
 def main(argv=None) -> int:
-    return tooling.main(build_parser(), run, argv)
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mobileface.cli.common import add_logging_options, configure_logging  # noqa: E402
+from mobileface.cli.common import add_logging_options, configure_logging, shared_data
 
 log = logging.getLogger("mobileface")
-SHARED = Path(os.environ.get("MOBILEFACE_SHARED", ROOT.parent / "shared")) / "data"
-CLIP = SHARED / "face_recognition" / "short_hamilton_clip.mp4"
-PHOTO = SHARED / "face_recognition" / "lin-manuel-miranda.png"
+CLIP = shared_data("face_recognition/short_hamilton_clip.mp4")
+PHOTO = shared_data("face_recognition/lin-manuel-miranda.png")
 TABS = {"facebank": 0, "unknown": 1, "settings": 2}
 
 

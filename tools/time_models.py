@@ -28,19 +28,14 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from mobileface.cli import common
+from mobileface.errors import MobileFaceError
+from mobileface.eval.bench import load_image
 
-from mobileface.cli import tools as tooling  # noqa: E402
-from mobileface.errors import MobileFaceError  # noqa: E402
-
-DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "face_recognition" / "obama.jpg"
 BUILTIN = ("retinaface", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "landmarks", "age", "gender")
 FRAME_SIZE = (640, 360)
 
@@ -60,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnxruntime intra-op thread counts (default: 1,2)")
     parser.add_argument("--batches", default="1,8", help="batch sizes (default: 1,8)")
     parser.add_argument("--json-out", default=None, help="also write the JSON here")
-    tooling.add_logging_options(parser)
+    common.add_logging_options(parser)
     return parser
 
 
@@ -72,16 +67,6 @@ def _ints(text: str, what: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"--{what} must be integers >= 1, got {text!r}")
     return values
-
-
-def load_photo(path: str | None) -> tuple[np.ndarray, str]:
-    from mobileface.io.image import read_image
-
-    if path or DEFAULT_IMAGE.is_file():
-        path = path or str(DEFAULT_IMAGE)
-        return read_image(path), path
-    from skimage import data
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
 
 
 @dataclass
@@ -201,7 +186,7 @@ def run(args) -> int:
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(BUILTIN)}, embed")
-    photo, source = load_photo(args.image)
+    photo, source = load_image(args.image)
     inputs = prepare_inputs(photo, source)
     rows = []
 
@@ -216,7 +201,7 @@ def run(args) -> int:
             for batch in batches:
                 faces = inputs.faces[[0] * batch]
                 add(name, "68 points (dlib ERT)", batch, "-",
-                    tooling.median_ms(lambda: stage(photo, faces), args.runs, args.warmup))
+                    common.median_ms(lambda: stage(photo, faces), args.runs, args.warmup))
             continue
         load, item, detail = models[name]
         model = load()
@@ -226,7 +211,7 @@ def run(args) -> int:
             for batch in batches:
                 feed = {feed_name: _batch(item, batch)}
                 add(name, detail, batch, n_threads,
-                    tooling.median_ms(lambda: session.run(None, feed), args.runs, args.warmup))
+                    common.median_ms(lambda: session.run(None, feed), args.runs, args.warmup))
     if "embed" in wanted:
         specs = args.embedder or [None]
         for n_threads in threads:
@@ -241,7 +226,7 @@ def run(args) -> int:
                         feed = {stage.session.get_inputs()[0].name: _batch(item, batch)}
                         fn = lambda: stage.session.run(None, feed)  # noqa: E731
                     add(f"embed {label}", detail, batch, n_threads,
-                        tooling.median_ms(fn, args.runs, args.warmup))
+                        common.median_ms(fn, args.runs, args.warmup))
 
     import onnxruntime
 
@@ -253,12 +238,12 @@ def run(args) -> int:
               f"{r['ms_per_call']:9.2f} {r['ms_per_item']:9.2f}")
     result = {"tool": "time_models", "image": source, "runs": args.runs,
               "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__, "rows": rows}
-    tooling.emit_json(result, args.json_out)
+    common.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    return tooling.main(build_parser(), run, argv)
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

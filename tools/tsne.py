@@ -3,7 +3,7 @@
     python tools/tsne.py DATA [--embedder SPEC ...] [-o tsne.png]
 
 DATA has one sub-folder of images per person (raw photos or aligned face
-crops: each image's largest face is used, see mobileface/main_face.py). The
+crops: each image's largest face is used, see mobileface/detect/locate.py). The
 embeddings are L2-normalised, so the map's distances follow cosine similarity.
 With several --embedder, one map per embedder, side by side. Prints how often
 an image's nearest neighbour is the same person, in the embedding space and
@@ -17,13 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mobileface.cli import tools as tooling  # noqa: E402
-from mobileface.errors import DataError  # noqa: E402
-from mobileface.eval.verification import l2_normalise  # noqa: E402
+from mobileface.cli import common
+from mobileface.errors import DataError
+from mobileface.eval.verification import l2_normalise
 
 #: people named in a legend at most
 LEGEND_MAX = 20
@@ -39,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use at most this many images of each person")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed (default: 0)")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here")
-    tooling.add_embedding_options(parser)
-    tooling.add_model_options(parser)
-    tooling.add_logging_options(parser)
+    common.add_embedding_options(parser)
+    common.add_model_options(parser, embedder=False)
+    common.add_logging_options(parser)
     return parser
 
 
@@ -97,7 +93,7 @@ def plot_maps(maps: dict, labels: np.ndarray, people: list[str], path: Path, tit
 
 
 def run(args) -> int:
-    images, embedded = tooling.embed_folder_from_args(args)
+    images, embedded = common.embed_folder_from_args(args)
     ok = embedded.ok
     if ok.sum() < 4:
         raise DataError(f"a t-SNE map needs at least 4 faces; found {int(ok.sum())} in "
@@ -132,12 +128,12 @@ def run(args) -> int:
     result = {"tool": "tsne", "data": str(args.data), "images": {"total": len(images), **counts},
               "people": len(images.people), "faces": n, "perplexity": perplexity,
               "chance_same_person": chance, "embedders": rows, "png": str(out)}
-    tooling.emit_json(result, args.json_out)
+    common.emit_json(result, args.json_out)
     return 0
 
 
 def main(argv=None) -> int:
-    return tooling.main(build_parser(), run, argv)
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

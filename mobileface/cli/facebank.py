@@ -174,7 +174,7 @@ def calibration(genuine: np.ndarray, impostor: np.ndarray) -> dict:
 
 
 def cmd_calibrate(args) -> int:
-    from mobileface.stages.embed.dlib_resnet import create_embedder
+    from mobileface.stages.embed import create_embedder
     from mobileface.identity.facebank import FacebankError
     from mobileface.models.runtime import RuntimeConfig
 

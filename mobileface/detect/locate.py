@@ -104,10 +104,18 @@ def locate_faces(detector, image: np.ndarray, kind: str = "auto",
 
 
 def complete_faces(analyzer, image: np.ndarray, faces: Faces, how: str) -> Faces:
-    """Run the analyzer's per-face stages on ``faces`` (rows chosen from locate_faces)."""
+    """Run the analyzer's per-face stages on ``faces`` (rows chosen from locate_faces).
+
+    A face taken "whole" has no keypoints from a detector: they are derived
+    from its landmarks as soon as a stage has fitted them.
+    """
+    from mobileface.stages.base import run_stages
+
+    if how != "whole":
+        return run_stages(analyzer.stages, image, faces)
     for stage in analyzer.stages:
-        stage(image, faces)
-        if how == "whole" and faces.kps5 is None and faces.landmarks68 is not None:
+        run_stages([stage], image, faces)
+        if faces.kps5 is None and faces.landmarks68 is not None:
             faces.kps5 = kps5_from_landmarks68(faces.landmarks68)
     return faces
 

@@ -310,9 +310,9 @@ class EmbeddedImages:
 
 
 def build_embedders(specs: Sequence[str | None] | None, runtime) -> dict:
-    """Embedding stages by spec (see :func:`mobileface.stages.embed.dlib_resnet.create_embedder`), keyed by
+    """Embedding stages by spec (see :func:`mobileface.stages.embed.create_embedder`), keyed by
     the spec as given ("dlib" when none is given)."""
-    from mobileface.stages.embed.dlib_resnet import DEFAULT_EMBEDDER, create_embedder
+    from mobileface.stages.embed import DEFAULT_EMBEDDER, create_embedder
 
     specs = list(specs) if specs else [DEFAULT_EMBEDDER]
     stages = {}

@@ -140,11 +140,10 @@ class FacebankService(QObject):
     @property
     def enroller(self):
         if self._enroller is None:
-            from mobileface.pipeline.image import FaceAnalyzer
             from mobileface.identity.enrol import FaceEnroller
 
             self.message.emit("loading the enrolment models…", False)
-            self._enroller = FaceEnroller(FaceAnalyzer(stages=("quality", "embed")))
+            self._enroller = FaceEnroller()
         return self._enroller
 
     def _publish(self) -> None:

@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+from mobileface.io.display import display_problem
+
 log = logging.getLogger(__name__)
 
 #: what cv2 sets on import
@@ -98,11 +100,12 @@ def check_display(environ=None, plugin_folder: Path | None = None) -> None:
     platform = platform_name(environ)
     if platform not in ("", "xcb"):
         return          # offscreen, wayland, eglfs, vnc...: Qt reports its own problems
-    if not environ.get("DISPLAY"):
-        if platform == "" and environ.get("WAYLAND_DISPLAY"):
-            return      # Qt picks its wayland plugin
-        raise QtStartError("no display (DISPLAY is not set): run it on a desktop, under "
+    problem = display_problem(environ, wayland=platform == "")  # "": Qt may pick wayland
+    if problem:
+        raise QtStartError(f"no display ({problem}): run it on a desktop, under "
                            "xvfb-run, or with QT_QPA_PLATFORM=offscreen")
+    if platform == "" and not environ.get("DISPLAY"):
+        return          # Qt picks its wayland plugin
     folder = plugin_folder if plugin_folder is not None else qt_plugin_folder()
     check_xcb_plugin(folder / "platforms" / "libqxcb.so")
 

@@ -9,6 +9,7 @@ from PyQt6.QtGui import QColor, QImage, QPainter, QPen
 from PyQt6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from mobileface.identity.gallery import UNKNOWN
+from mobileface.types import gender_label
 
 
 class VideoView(QWidget):
@@ -115,21 +116,22 @@ class TrackTable(QTableWidget):
         rows = []
         if faces is None or faces.track_id is None:
             return rows
+        ages, genders = faces.age_and_gender()
         for i, tid in enumerate(faces.track_id):
             if tid <= 0:
                 continue
             identity = str(faces.identity[i]) if faces.identity is not None else ""
             gender = ""
-            if faces.gender is not None and math.isfinite(float(faces.gender[i])):
-                p = float(faces.gender[i])
-                gender = f"{'M' if p >= 0.5 else 'F'} {max(p, 1 - p):.0%}"
+            if genders is not None:
+                label, confidence = gender_label(genders[i])
+                gender = f"{label[0].upper()} {confidence:.0%}" if label else ""
             pose = faces.pose[i] if faces.pose is not None else (math.nan,) * 3
             rows.append({
                 "ID": str(int(tid)),
                 "Name": identity,
                 "Similarity": _number(faces.similarity[i], 3) if faces.similarity is not None
                 else "",
-                "Age": _number(faces.age[i]) if faces.age is not None else "",
+                "Age": _number(ages[i]) if ages is not None else "",
                 "Gender": gender,
                 "Yaw": _number(pose[0], 0, True),
                 "Pitch": _number(pose[1], 0, True),

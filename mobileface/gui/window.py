@@ -27,7 +27,8 @@ from mobileface.gui import DET_SIZES, VIEWER_DET_SIZE
 from mobileface.gui.facebank_service import FacebankService
 from mobileface.gui.unknowns import UnknownFaces
 from mobileface.gui.widgets import TrackTable, VideoView, face_at
-from mobileface.gui.worker import LatestFrame, PipelineHolder, Progress, RunRequest, RunThread, to_qimage
+from mobileface.pipeline.slot import LatestSlot
+from mobileface.gui.worker import PipelineHolder, Progress, RunRequest, RunThread, to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class MainWindow(QMainWindow):
         self.holder = holder or PipelineHolder()
         #: cameras and streams: reconnection attempts before a disconnect is an error
         self.reconnect_attempts = 5
-        self.mailbox = LatestFrame()
+        self.mailbox = LatestSlot()
         self.thread: RunThread | None = None
         self.threads: list[RunThread] = []     # ended ones wait here until they are finished
         self.run_id = 0

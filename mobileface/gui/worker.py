@@ -5,7 +5,7 @@ A :class:`RunThread` opens the source and runs :class:`mobileface.pipeline.runne
 or :meth:`RunThread.stop` is called. The window is never blocked:
 
 * the writer thread annotates each frame and puts it into a one-frame
-  mailbox (:class:`LatestFrame`); the window is signalled only when the
+  mailbox (:class:`~mobileface.pipeline.slot.LatestSlot`); the window is signalled only when the
   mailbox was empty, and takes whatever is newest when it gets to it, so
   frames never pile up in the UI thread (the newest frame wins);
 * changes the window asks for (threshold, facebank reloaded, overlays) are
@@ -28,8 +28,10 @@ from PyQt6.QtGui import QImage
 from mobileface.outputs.annotators import Overlay, OverlayOptions
 from mobileface.errors import MobileFaceError
 from mobileface.identity.gallery import Gallery
-from mobileface.pipeline.video import FacePipeline, FrameResult, PipelineConfig
-from mobileface.pipeline.runner import RunStats, Sink, VideoRunner
+from mobileface.pipeline import FacePipeline, FrameResult, PipelineConfig, RunningMode
+from mobileface.outputs.sinks import Sink
+from mobileface.pipeline.runner import RunStats, VideoRunner
+from mobileface.pipeline.slot import LatestSlot
 from mobileface.io.video import Frame, VideoSource, describe, parse_source
 
 log = logging.getLogger(__name__)
@@ -88,29 +90,6 @@ class Progress:
     dropped: int            # live sources: frames replaced before they were analysed
 
 
-class LatestFrame:
-    """A one-item mailbox: put() replaces what take() has not taken yet."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._item = None
-        self.replaced = 0
-
-    def put(self, item) -> bool:
-        """Store the newest item; True when the box was empty (the reader must be told)."""
-        with self._lock:
-            empty = self._item is None
-            if not empty:
-                self.replaced += 1
-            self._item = item
-            return empty
-
-    def take(self):
-        with self._lock:
-            item, self._item = self._item, None
-            return item
-
-
 class PipelineHolder:
     """One pipeline kept across runs (loading the models takes seconds), and the
     facebank it follows. Used by one run at a time."""
@@ -124,12 +103,12 @@ class PipelineHolder:
         key = (request.detector, request.det_size)
         if self._pipeline is None or self._key != key:
             self._pipeline = None
-            self._pipeline = FacePipeline(PipelineConfig(detector=request.detector,
-                                                         det_size=request.det_size))
+            # STREAM: a camera's frames may be dropped; files bring their timestamps
+            self._pipeline = FacePipeline.from_config(PipelineConfig(
+                detector=request.detector, det_size=request.det_size, mode=RunningMode.STREAM))
             self._key = key
         pipeline = self._pipeline
-        default = getattr(pipeline.embedder, "threshold", pipeline.threshold)
-        pipeline.threshold = request.threshold if request.threshold is not None else default
+        pipeline.set_threshold(request.threshold)     # None: the embedder's own
         return pipeline
 
     def facebank(self, folder: Path):
@@ -149,7 +128,7 @@ class _ViewSink(Sink):
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         thread = self.thread
-        view = thread.overlay.annotate(frame.image.copy(), result)
+        view = thread.overlay.annotate(frame.image.copy(), result.faces)
         item = ViewFrame(thread.run_id, frame.index, frame.timestamp, frame.image,
                          to_qimage(view), result)
         if thread.mailbox.put(item):
@@ -173,7 +152,7 @@ class RunThread(QThread):
     ended = pyqtSignal(int, object)           # run id, RunStats (None: it never ran)
 
     def __init__(self, run_id: int, request: RunRequest, holder: PipelineHolder,
-                 mailbox: LatestFrame, overlay: OverlayOptions, parent=None):
+                 mailbox: LatestSlot, overlay: OverlayOptions, parent=None):
         super().__init__(parent)
         self.run_id = run_id
         self.request = request
@@ -288,8 +267,7 @@ class RunThread(QThread):
             threshold, self._threshold = self._threshold, None
             reload, self._reload = self._reload, False
         if threshold is not None:
-            pipeline.threshold = threshold
-            pipeline.set_gallery(pipeline.gallery)        # every track is voted again
+            pipeline.set_threshold(threshold)             # every track is voted again
         if reload:
             try:
                 pipeline.reload_facebank()

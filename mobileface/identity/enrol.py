@@ -80,12 +80,19 @@ class EnrolFace:
 
 
 class FaceEnroller:
-    """Embeds enrolment pictures with an analyzer that runs quality and embed."""
+    """Embeds enrolment pictures with an analyzer that runs quality and embed.
 
-    def __init__(self, analyzer=None):
+    analyzer: a FaceAnalyzer (a pipeline's ``analyzer`` shares its models);
+    without one, a FaceAnalyzer is built from ``options`` (detector, det_size,
+    providers, threads, embedder ...: FaceAnalyzer's keyword arguments).
+    """
+
+    def __init__(self, analyzer=None, **options):
         if analyzer is None:
             from mobileface.pipeline.image import FaceAnalyzer
-            analyzer = FaceAnalyzer(stages=("quality", "embed"))
+            analyzer = FaceAnalyzer(stages=("quality", "embed"), **options)
+        elif options:
+            raise ValueError("give an analyzer or its options, not both")
         embedders = [s for s in analyzer.stages if s.name == "embed"]
         if not embedders:
             raise ValueError("the analyzer must run the embed stage")

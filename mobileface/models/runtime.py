@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mobileface.errors import ModelError
 
@@ -17,10 +17,13 @@ class RuntimeConfig:
         ("CUDAExecutionProvider", "CPUExecutionProvider"). Short names such as
         "cuda" or "cpu" are accepted.
     intra_op_threads: threads per operator (0 lets onnxruntime decide).
+    active: where each model's session really runs (a provider can fall back).
     """
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
+    #: model label -> the provider its latest session runs on (filled by create_session)
+    active: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:
@@ -45,9 +48,6 @@ def normalise_provider(name: str) -> str:
 
 
 _warned: set[tuple[str, ...]] = set()
-
-#: model label -> the provider its latest session runs on
-ACTIVE_PROVIDERS: dict[str, str] = {}
 
 
 def create_session(model, config: RuntimeConfig, label: str):
@@ -82,5 +82,5 @@ def create_session(model, config: RuntimeConfig, label: str):
             _warned.add(key)
             log.warning("%s: requested %s but running on %s", label, config.providers[0], active[0])
     log.debug("%s: running on %s", label, active[0])
-    ACTIVE_PROVIDERS[label] = active[0]
+    config.active[label] = active[0]
     return session

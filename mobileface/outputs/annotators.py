@@ -1,4 +1,4 @@
-"""Overlays: small annotators, each with ``annotate(scene, result) -> scene``.
+"""Overlays: small annotators, each with ``annotate(scene, faces) -> scene``.
 
 They draw in place on a BGR frame and never analyse anything. Colours follow
 the track id, so a face keeps its colour for as long as it is tracked.
@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from mobileface.identity.gallery import UNKNOWN
+from mobileface.types import Faces, gender_label
 from mobileface.stages.pose.solvepnp import rotation_from_angles
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -57,16 +58,13 @@ def _text_block(scene: np.ndarray, lines: list[str], x: int, y: int, fg, bg, sca
 class BoxAnnotator:
     """Face boxes; boxes of tracks that are only predicted this frame are thin."""
 
-    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
-        faces, tracks = result.faces, result.tracks
+    def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
         thickness = max(1, round(2 * _scale(scene)))
-        ids = faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
-        for box, tid in zip(faces.boxes.astype(int), ids):
-            cv2.rectangle(scene, tuple(box[:2]), tuple(box[2:]), colour(int(tid)), thickness)
-        if tracks is not None:
-            for box, tid in zip(tracks.boxes[tracks.predicted].astype(int),
-                                tracks.track_id[tracks.predicted]):
-                cv2.rectangle(scene, tuple(box[:2]), tuple(box[2:]), colour(int(tid)), 1)
+        ids = _track_ids(faces)
+        predicted = _predicted(faces)
+        for box, tid, guess in zip(faces.boxes.astype(int), ids, predicted):
+            cv2.rectangle(scene, tuple(box[:2]), tuple(box[2:]), colour(int(tid)),
+                          1 if guess else thickness)
         return scene
 
 
@@ -85,19 +83,20 @@ class LabelAnnotator:
             if self.show_scores and np.isfinite(sim):
                 first += f" {sim:.2f}"
         out = [first.strip()] if first.strip() else []
-        if faces.age is not None and np.isfinite(faces.age[row]):
-            gender = "M" if faces.gender[row] >= 0.5 else "F"
-            out.append(f"{gender} {faces.age[row]:.0f}")
+        ages, genders = faces.age_and_gender()
+        if ages is not None and np.isfinite(ages[row]):
+            gender, _ = gender_label(genders[row])
+            out.append(f"{(gender or '?')[0].upper()} {ages[row]:.0f}")
         return out
 
-    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
-        faces = result.faces
+    def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
         scale = _scale(scene)
+        predicted = _predicted(faces)
         for row, box in enumerate(faces.boxes):
-            lines = self.lines(faces, row)
+            lines = [] if predicted[row] else self.lines(faces, row)
             if not lines:
                 continue
-            tid = int(faces.track_id[row]) if faces.track_id is not None else -1
+            tid = int(_track_ids(faces)[row])
             known = faces.identity is not None and faces.identity[row] not in ("", UNKNOWN)
             bg = colour(tid)
             fg = (255, 255, 255) if not known else (0, 0, 0)
@@ -111,11 +110,12 @@ class LabelAnnotator:
 class LandmarkAnnotator:
     """The 68 points, as small square dots (all faces in one numpy assignment)."""
 
-    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
-        faces = result.faces
+    def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
+        if faces.landmarks68 is not None:
+            faces = faces[np.isfinite(faces.landmarks68).all((1, 2))]  # not the predicted rows
         if faces.landmarks68 is None or len(faces) == 0:
             return scene
-        ids = faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
+        ids = _track_ids(faces)
         colours = np.array([colour(int(t)) for t in ids], np.uint8)           # (N, 3)
         half = max(1, round(1.5 * _scale(scene))) // 2 + 1
         offsets = np.arange(-half + 1, half)
@@ -133,8 +133,7 @@ class PoseAxisAnnotator:
     """Head-pose axes from the nose tip: x red (the face's right on screen), y green (up),
     z blue (out of the face)."""
 
-    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
-        faces = result.faces
+    def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
         if faces.pose is None or faces.landmarks68 is None:
             return scene
         thickness = max(1, round(2 * _scale(scene)))
@@ -179,10 +178,19 @@ class Overlay:
         if options.labels:
             self.annotators.append(LabelAnnotator(options.show_scores))
 
-    def annotate(self, scene: np.ndarray, result) -> np.ndarray:
+    def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
+        """Draw ``faces`` (a FaceAnalyzer's or a pipeline's) on ``scene``, in place."""
         for annotator in self.annotators:
-            scene = annotator.annotate(scene, result)
+            scene = annotator.annotate(scene, faces)
         return scene
+
+
+def _track_ids(faces: Faces) -> np.ndarray:
+    return faces.track_id if faces.track_id is not None else np.full(len(faces), -1)
+
+
+def _predicted(faces: Faces) -> np.ndarray:
+    return faces.predicted if faces.predicted is not None else np.zeros(len(faces), bool)
 
 
 def draw_status(scene: np.ndarray, text: str) -> np.ndarray:

@@ -19,103 +19,24 @@ and plays, the events file is complete up to that point.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-import cv2
-
-from mobileface.outputs.annotators import Overlay, OverlayOptions
 from mobileface.errors import MobileFaceError
-from mobileface.pipeline.video import FacePipeline, FrameResult, TrackSummary
-from mobileface.io.video import Frame, VideoError, VideoSource, VideoWriter, check_writable
+from mobileface.io.video import Frame, VideoSource
+from mobileface.pipeline.slot import LatestSlot
+from mobileface.pipeline.video import FacePipeline, FrameResult
+from mobileface.track.memory import TrackSummary
 
 log = logging.getLogger(__name__)
 
 _END = object()
-
-
-class Sink:
-    """Receives every processed frame, in order, in the writer thread."""
-
-    def write(self, frame: Frame, result: FrameResult) -> None:
-        """One processed frame (``result.finished`` lists the tracks that just ended)."""
-
-    def finish(self, summaries: list[TrackSummary]) -> None:
-        """The end of the stream: the tracks that were still going."""
-
-    def close(self) -> None:
-        """Release files; called once, whatever happened."""
-
-
-class VideoFileSink(Sink):
-    """The annotated video; opened at once, so that a bad output path fails before the run."""
-
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
-                 overlay: Overlay | None = None):
-        self.writer = VideoWriter(path, fps, size)
-        self.overlay = overlay or Overlay(OverlayOptions())
-
-    def write(self, frame: Frame, result: FrameResult) -> None:
-        self.writer.write(self.overlay.annotate(frame.image, result))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class EventsSink(Sink):
-    """One JSON line per finished track, with a best-shot crop saved beside it.
-
-    Each line is written and flushed as soon as its track ends, so the file
-    is complete up to any failure.
-    """
-
-    def __init__(self, path: str | os.PathLike, crops_dir: str | os.PathLike | None = None,
-                 source: str = ""):
-        self.path = check_writable(path, "events file")
-        self.crops_dir = Path(crops_dir) if crops_dir else \
-            self.path.with_name(self.path.stem + "_crops")
-        try:
-            self.crops_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise VideoError(f"cannot write events to {self.path} or crops to {self.crops_dir} "
-                             f"({exc.strerror})") from None
-        self.source = source
-        self.count = 0
-
-    def _emit(self, summary: TrackSummary) -> None:
-        record = {"source": self.source, **summary.to_record(), "best_shot": None}
-        if summary.best_shot is not None:
-            crop = self.crops_dir / f"track_{summary.track_id:05d}.jpg"
-            if cv2.imwrite(str(crop), summary.best_shot):
-                record["best_shot"] = str(crop)
-            else:
-                log.warning("cannot write the best shot %s", crop)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        self.count += 1
-
-    def write(self, frame: Frame, result: FrameResult) -> None:
-        for summary in result.finished:
-            self._emit(summary)
-
-    def finish(self, summaries: list[TrackSummary]) -> None:
-        for summary in summaries:
-            self._emit(summary)
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
 
 @dataclass
 class RunStats:
@@ -133,36 +54,6 @@ class RunStats:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-class _Latest:
-    """A one-frame slot: put() replaces what get() has not taken (live sources)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self._full = False
-        self.dropped = 0
-
-    def put(self, item) -> None:
-        with self._cond:
-            if self._full and self._item is not _END:
-                self.dropped += 1
-            if self._item is not _END or not self._full:
-                self._item, self._full = item, True
-            self._cond.notify()
-
-    def get(self, timeout: float):
-        with self._cond:
-            if not self._full:
-                self._cond.wait(timeout)
-            if not self._full:
-                raise queue.Empty
-            item = self._item
-            if item is not _END:
-                self._item, self._full = None, False
-            return item
-
 
 class VideoRunner:
     """Run ``pipeline`` over ``source`` and feed ``sinks``; :meth:`run` blocks until done.
@@ -189,7 +80,7 @@ class VideoRunner:
         self._stop = threading.Event()
         self._resumed = threading.Event()
         self._resumed.set()
-        self._frames = _Latest() if source.live else queue.Queue(maxsize=queue_size)
+        self._frames = LatestSlot(final=_END) if source.live else queue.Queue(maxsize=queue_size)
         self.detect_thread = detect_thread
         # detected frames wait here for the analysis: few, so that live latency stays low
         self._detected: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
@@ -280,10 +171,8 @@ class VideoRunner:
                     frame = self._get(self._frames, reader)
                     if frame is _END or self._stop.is_set():
                         break
-                    start = time.perf_counter()
                     faces = self.pipeline.detect(frame.image)
-                    if not self._put(self._detected,
-                                     (frame, faces, time.perf_counter() - start)):
+                    if not self._put(self._detected, (frame, faces)):
                         break
         finally:
             self._put(self._detected, _END)
@@ -344,7 +233,7 @@ class VideoRunner:
                     self._fail(f"closing the output failed: {exc}")
             self.source.close()
             stats.seconds = time.perf_counter() - start
-            stats.dropped = getattr(self._frames, "dropped", 0)
+            stats.dropped = getattr(self._frames, "replaced", 0)
             stats.reconnects = self.source.reconnects
             stats.truncated = self.source.truncated
             stats.error = "; ".join(self._errors) or None
@@ -356,10 +245,8 @@ class VideoRunner:
             item = self._get(self._detected, detector)
             if item is _END or self._stop.is_set():
                 return None
-            frame, faces, detect_seconds = item
-            result = self.pipeline.process(frame.image, frame.index, frame.timestamp, faces)
-            result.timings["detect"] = detect_seconds
-            return frame, result
+            frame, faces = item
+            return frame, self.pipeline.process(frame.image, frame.index, frame.timestamp, faces)
         frame = self._get(self._frames, reader)
         if frame is _END or self._stop.is_set():
             return None
@@ -388,7 +275,7 @@ class VideoRunner:
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_every
                 stats.seconds = now - start
-                stats.dropped = getattr(self._frames, "dropped", 0)
+                stats.dropped = getattr(self._frames, "replaced", 0)
                 self.on_progress(stats)
 
     def _count(self, result: FrameResult) -> None:

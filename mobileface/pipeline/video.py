@@ -1,340 +1,219 @@
-"""The frame pipeline: cheap stages on every frame, recognition once per track.
+"""The video engine: cheap stages on every frame, recognition once per track.
 
-Every frame: detect -> track -> 68 points -> head pose -> quality. A scene
-cut (edited video) ends every track, so that a face of the next shot never
-inherits the name of a face that stood at the same place
-(:class:`SceneCutDetector`).
+Every frame: detect -> track -> the frame stages (68 points, head pose,
+quality). A scene cut (edited video) ends every track, so that a face of the
+next shot never inherits the name of a face that stood at the same place
+(:class:`~mobileface.track.scene_cut.SceneCutDetector`).
 
-Per track, not per frame: alignment, attributes (age, gender) and the
-embedding run for a track's face only when
+Per track, not per frame: the per-track stages (``Stage.per_track``: the
+embedding and the attributes, with the alignment they do) run for a track's
+face only when
 
 * the track is new;
 * its quality beats the best it had when these last ran (by ``quality_gain``);
 * its identity is not confirmed yet, every ``recheck_frames`` frames (for
-  faces good enough to recognise, see ``min_quality``);
+  faces good enough to recognise, see ``min_quality``); such a re-check is for
+  the identity, so only the stages that provide the embedding run;
 * it reappears after ``reappear_frames`` frames or more in which it was not
   detected (a one-frame miss of the detector is not a reappearance).
 
-Over a track, age is the median of its samples, gender a confidence-weighted
-vote, and the best shot (the face at its highest quality) is kept. The
-identity is a vote over the track's recognition decisions with hysteresis
-(:class:`mobileface.identity.gallery.IdentityVote`); decisions come only from faces
-of quality ``min_quality`` or better (MagFace's idea: recognise from good
-frames). Per-track state is bounded (fixed-length windows, one small best-shot
-crop) and a track's state is released when the tracker finishes it.
+The identity is a vote over the track's recognition decisions with hysteresis
+(:class:`mobileface.identity.gallery.IdentityVote`); decisions come only from
+faces of quality ``min_quality`` or better (MagFace's idea: recognise from
+good frames). What is remembered of a track is bounded
+(:mod:`mobileface.track.memory`) and released when the tracker finishes it.
+
+The engine is made of parts: a detector, stages, a tracker and a config
+(:meth:`FacePipeline.from_config` builds the default ones), so any of them
+can be replaced, by a fake in a test or by a remote or batched model.
 """
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
-import cv2
 import numpy as np
 
-from mobileface.pipeline.image import FaceAnalyzer
-from mobileface.identity.gallery import UNKNOWN, Gallery, IdentityVote, MATCH_MODES
+from mobileface.identity.gallery import normalise
+from mobileface.identity.live import GalleryFollower
 from mobileface.io.image import to_bgr8
-from mobileface.track.sort import SortTracker, Tracks
+from mobileface.pipeline.config import PipelineConfig, RunningMode
+from mobileface.stages.base import Stage, order_stages, run_stages
+from mobileface.track.memory import MemoryLimits, TrackState, TrackSummary, crop_best_shot
+from mobileface.track.scene_cut import SceneCutDetector
+from mobileface.track.sort import SortTracker
 from mobileface.types import Faces
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class PipelineConfig:
-    """Everything that changes what the pipeline does (defaults suit 720p video)."""
-
-    detector: str = "retinaface"
-    det_size: int = 640
-    det_threshold: float | None = None
-    providers: tuple[str, ...] = ("cpu",)
-    #: onnxruntime threads per model: 1, because the runner detects the next frame while
-    #: it analyses this one, so both cores are busy already (0: onnxruntime decides)
-    threads: int = 1
-    embedder: object = None
-    #: embed and name faces (off: attributes only, no facebank needed)
-    recognition: bool = True
-    #: age and gender
-    attributes: bool = True
-    #: cosine similarity a match must reach (None: the embedder's own threshold)
-    threshold: float | None = None
-    #: ... and by how much it must beat the best other person
-    margin: float = 0.03
-    #: a person's similarity: the best of their images or their mean ("mean")
-    match_mode: str = "best"
-    #: recognition decisions (and periodic re-checks) only from faces this good
-    min_quality: float = 0.3
-    recheck_frames: int = 5
-    quality_gain: float = 0.05
-    #: a track missed for this many frames in a row gets per-track work when it is seen again
-    reappear_frames: int = 5
-    #: at most this many tracks get per-track work in one frame (the rest wait)
-    max_per_frame: int = 8
-    vote_window: int = 9
-    hysteresis: int = 2
-    confirm_votes: int = 3
-    #: age and gender samples kept per track
-    attribute_samples: int = 15
-    max_age: int = 15
-    min_hits: int = 2
-    iou_threshold: float = 0.3
-    reid_seconds: float = 3.0
-    #: cosine similarity for re-identification (None: threshold + 0.01)
-    reid_similarity: float | None = None
-    #: the longer side of the kept best-shot crop, pixels
-    best_shot_size: int = 192
-    #: how often the facebank is checked for changes by other processes, seconds
-    facebank_poll: float = 1.0
-    #: thumbnail difference that counts as a scene cut (0: never cut)
-    scene_cut: float = 20.0
-
-    def __post_init__(self) -> None:
-        if self.match_mode not in MATCH_MODES:
-            raise ValueError(f"match_mode must be one of {MATCH_MODES}, got {self.match_mode!r}")
-        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
-        if not 0.0 <= self.margin < 2.0:
-            raise ValueError(f"margin must be in [0, 2), got {self.margin}")
-        for name in ("recheck_frames", "reappear_frames", "max_per_frame", "vote_window", "hysteresis",
-                     "confirm_votes", "attribute_samples", "best_shot_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-class SceneCutDetector:
-    """A hard cut between two frames: their small grey thumbnails differ a lot.
-
-    The measure is the mean absolute difference of 64x36 grey thumbnails, in
-    grey levels. On the test clips, cuts score 27-31 and the fastest motion
-    (a head turning close to the camera) 14; the default threshold is 20.
-    """
-
-    def __init__(self, threshold: float = 20.0):
-        self.threshold = float(threshold)
-        self._previous: np.ndarray | None = None
-
-    def reset(self) -> None:
-        self._previous = None
-
-    def __call__(self, frame: np.ndarray) -> bool:
-        step = max(1, min(frame.shape[0] // 36, frame.shape[1] // 64) // 2)
-        small = cv2.resize(frame[::step, ::step], (64, 36), interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
-        previous, self._previous = self._previous, grey
-        if previous is None or self.threshold <= 0:
-            return False
-        return float(np.abs(grey - previous).mean()) > self.threshold
-
-
-@dataclass
-class TrackSummary:
-    """What is known about a finished track (one line of the events file)."""
-
-    track_id: int
-    identity: str | None
-    similarity: float | None
-    first_frame: int
-    last_frame: int
-    first_time: float
-    last_time: float
-    frames: int
-    age: float | None
-    gender: str | None
-    gender_confidence: float | None
-    best_quality: float
-    pose_range: dict[str, list[float]]
-    best_shot: np.ndarray | None = None
-    best_shot_frame: int = -1
-    #: the normalised embedding of the best shot (None without recognition); not in the record
-    embedding: np.ndarray | None = None
-
-    def to_record(self) -> dict:
-        def rounded(value, digits):
-            return None if value is None or not math.isfinite(value) else round(value, digits)
-
-        return {"track_id": self.track_id, "identity": self.identity,
-                "similarity": rounded(self.similarity, 4),
-                "first_frame": self.first_frame, "last_frame": self.last_frame,
-                "first_time": round(self.first_time, 3), "last_time": round(self.last_time, 3),
-                "frames": self.frames, "age": rounded(self.age, 1), "gender": self.gender,
-                "gender_confidence": rounded(self.gender_confidence, 4),
-                "best_quality": round(self.best_quality, 4),
-                "best_shot_frame": self.best_shot_frame, "pose_range": self.pose_range}
-
-
-class TrackState:
-    """Bounded memory of one track."""
-
-    def __init__(self, track_id: int, frame_index: int, timestamp: float, config: PipelineConfig):
-        self.id = track_id
-        self.first_frame = self.last_frame = frame_index
-        self.first_time = self.last_time = timestamp
-        self.frames = 0
-        self.pose_min = np.full(3, np.inf, np.float32)
-        self.pose_max = np.full(3, -np.inf, np.float32)
-        self.ages: deque[float] = deque(maxlen=config.attribute_samples)
-        self.genders: deque[float] = deque(maxlen=config.attribute_samples)
-        #: (normalised embedding, quality good enough to vote) of recent runs
-        self.embeddings: deque[tuple[np.ndarray, bool]] = deque(maxlen=config.vote_window)
-        self.vote = IdentityVote(config.vote_window, config.hysteresis, config.confirm_votes)
-        self.best_quality = -1.0
-        self.best_shot: np.ndarray | None = None
-        self.best_shot_frame = -1
-        self.best_embedding: np.ndarray | None = None
-        self.last_run = -(10 ** 9)
-        self.runs = 0
-        self.missing = 0  # frames in a row without a detection
-
-    def seen(self, frame_index: int, timestamp: float, pose: np.ndarray | None) -> None:
-        self.last_frame, self.last_time = frame_index, timestamp
-        self.frames += 1
-        self.missing = 0
-        if pose is not None and np.isfinite(pose).all():
-            np.minimum(self.pose_min, pose, out=self.pose_min)
-            np.maximum(self.pose_max, pose, out=self.pose_max)
-
-    @property
-    def age(self) -> float:
-        return float(np.median(self.ages)) if self.ages else float("nan")
-
-    @property
-    def male_share(self) -> float:
-        """Confidence-weighted vote: each sample votes for its side with weight |2p - 1|."""
-        if not self.genders:
-            return float("nan")
-        p = np.asarray(self.genders)
-        weight = np.abs(2.0 * p - 1.0)
-        male, total = float(weight[p >= 0.5].sum()), float(weight.sum())
-        return male / total if total > 0 else 0.5
-
-    def absorb(self, other: "TrackState") -> None:
-        """Take in a newer track that turned out to be this one (re-identification)."""
-        self.last_frame, self.last_time = other.last_frame, other.last_time
-        self.frames += other.frames
-        np.minimum(self.pose_min, other.pose_min, out=self.pose_min)
-        np.maximum(self.pose_max, other.pose_max, out=self.pose_max)
-        self.ages.extend(other.ages)
-        self.genders.extend(other.genders)
-        self.embeddings.extend(other.embeddings)
-        if other.best_quality > self.best_quality:
-            self.best_quality, self.best_shot = other.best_quality, other.best_shot
-            self.best_shot_frame = other.best_shot_frame
-            self.best_embedding = other.best_embedding
-        self.last_run, self.runs = other.last_run, self.runs + other.runs
-        self.missing = 0
+#: priorities of per-track work (lower first); RECHECK is an identity-only re-check
+NEW, REAPPEARED, BETTER, RECHECK = range(4)
 
 
 @dataclass
 class FrameResult:
     """One processed frame."""
 
-    faces: Faces                 # detections, with track_id, identity, age... per row
-    tracks: Tracks               # every live track, predicted boxes included
+    #: the detections (track_id, identity, age... per row), then the rows of the tracks
+    #: the detector missed in this frame (``faces.predicted``)
+    faces: Faces
     finished: list[TrackSummary] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     recognised: int = 0          # faces that got per-track work in this frame
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent on this frame by each step (the detector, the tracker, each stage)."""
+        return self.faces.timings
+
+    @property
+    def detected(self) -> Faces:
+        """The rows the detector found in this frame."""
+        return self.faces if self.faces.predicted is None else self.faces[~self.faces.predicted]
 
 
 class FacePipeline:
-    """Runs the stages on frames of one stream, in order.
+    """Runs the parts on the frames of one stream, in order.
 
-    facebank: a :class:`mobileface.identity.facebank.Facebank` (checked for changes
-    every ``config.facebank_poll`` seconds) or a fixed
-    :class:`mobileface.identity.gallery.Gallery`, or None (everybody is unknown).
+    detector: anything with ``detect(image) -> Faces``.
+    stages: per-face stages, in any order (:func:`order_stages` orders them);
+        the frame stages must provide ``quality``; a per-track stage that
+        provides ``embedding`` makes it recognise.
+    tracker: a :class:`SortTracker` (the default one is built from the config).
+    facebank: a :class:`mobileface.identity.facebank.Facebank` (checked for
+        changes every ``config.facebank_poll`` seconds), a fixed
+        :class:`mobileface.identity.gallery.Gallery`, or None (all unknown).
     """
 
-    def __init__(self, config: PipelineConfig | None = None, facebank=None):
+    def __init__(self, detector, stages: Sequence[Stage], tracker: SortTracker | None = None,
+                 config: PipelineConfig | None = None, facebank=None):
         self.config = config = config or PipelineConfig()
-        stages = ["landmarks", "pose", "quality"]
-        if config.attributes:
-            stages.append("attributes")
-        if config.recognition:
-            stages.append("embed")
-        analyzer = FaceAnalyzer(detector=config.detector, det_size=config.det_size,
-                                det_threshold=config.det_threshold, providers=config.providers,
-                                threads=config.threads, stages=stages, embedder=config.embedder)
-        self.analyzer = analyzer
-        self.detector = analyzer.detector
-        by_name = {s.name: s for s in analyzer.stages}
-        # Our numpy 68-point predictor for every face count: dlib's is faster alone for
-        # one to three faces but holds the GIL, which stalls the detector thread of the
-        # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).
-        by_name["landmarks"].batch_from = 1
-        self.frame_stages = [by_name[n] for n in ("landmarks", "pose", "quality")]
-        self.attributes = by_name.get("attributes")
-        self.embedder = by_name.get("embed")
+        if config.mode is RunningMode.IMAGE:
+            raise ValueError("FacePipeline runs VIDEO or STREAM mode; analyse single images "
+                             "with FaceAnalyzer")
+        self.detector = detector
+        ordered = order_stages(stages)
+        self.frame_stages = [s for s in ordered if not s.per_track]
+        self.track_stages = [s for s in ordered if s.per_track]
+        if not any("quality" in s.provides for s in self.frame_stages):
+            raise ValueError("the frame stages must provide quality: it decides when a track "
+                             "gets per-track work")
+        self.embedder = next((s for s in self.track_stages if "embedding" in s.provides), None)
         self.model_id = getattr(self.embedder, "model_id", None)
-        self.threshold = config.threshold if config.threshold is not None else \
-            getattr(self.embedder, "threshold", None)
-        if self.embedder is not None and self.threshold is None:
+        if self.embedder is not None and config.threshold is None and \
+                getattr(self.embedder, "threshold", None) is None:
             raise ValueError(f"the embedder {self.model_id} has no recognition threshold "
                              "(cosine_threshold in its spec): give one (-th/--threshold)")
-        if self.threshold is None:
-            self.threshold = 1.0  # no recognition: nothing is ever matched
-        reid = config.reid_similarity if config.reid_similarity is not None else \
-            min(self.threshold + 0.01, 1.0)
-        self.tracker = SortTracker(max_age=config.max_age, min_hits=config.min_hits,
-                                   iou_threshold=config.iou_threshold,
-                                   reid_seconds=config.reid_seconds if self.embedder else 0.0,
-                                   reid_similarity=reid)
+        self.tracker = tracker if tracker is not None else self._default_tracker()
         self.cuts = SceneCutDetector(config.scene_cut)
+        self.limits = MemoryLimits(config.attribute_samples, config.vote_window,
+                                   config.hysteresis, config.confirm_votes)
+        self.gallery = GalleryFollower(self.model_id, config.facebank_poll)
         self.states: dict[int, TrackState] = {}
         self.frames = 0
-        self.facebank = None
-        self.gallery = Gallery.empty()
-        self._next_poll = 0.0
+        self._last_timestamp: float | None = None
+        self._analyzer = None
+        #: the RuntimeConfig of the models from_config built (None for parts given)
+        self.runtime = None
         if facebank is not None:
             self.set_facebank(facebank)
 
-    # -- facebank ----------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PipelineConfig | None = None, facebank=None) -> "FacePipeline":
+        """The default parts for ``config``: its detector, landmarks, pose and quality on
+        every frame, and attributes and the embedding per track (as the config asks)."""
+        from mobileface.pipeline.image import build_stage, detector_from
+        from mobileface.models.runtime import RuntimeConfig
+
+        config = config or PipelineConfig()
+        runtime = RuntimeConfig(providers=tuple(config.providers),
+                                intra_op_threads=config.threads)
+        names = ["landmarks", "pose", "quality"]
+        if config.attributes:
+            names.append("attributes")
+        if config.recognition:
+            names.append("embed")
+        stages = [build_stage(name, runtime, config.embedder) for name in names]
+        # Our numpy 68-point predictor for every face count: dlib's is faster alone for
+        # one to three faces but holds the GIL, which stalls the detector thread of the
+        # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).
+        stages[0].batch_from = 1
+        detector = detector_from(config.detector, config.det_size, config.det_threshold, runtime)
+        pipeline = cls(detector, stages, config=config, facebank=facebank)
+        pipeline.runtime = runtime
+        return pipeline
+
+    @property
+    def analyzer(self):
+        """A FaceAnalyzer made of this pipeline's detector and stages (the same models),
+        for enrolling faces with the embedder that recognises them."""
+        from mobileface.pipeline.image import FaceAnalyzer
+
+        if self._analyzer is None:
+            self._analyzer = FaceAnalyzer(detector=self.detector,
+                                          stages=self.frame_stages + self.track_stages)
+        return self._analyzer
+
+    @property
+    def active_providers(self) -> list[str]:
+        """The onnxruntime providers the models really run on (parts built by from_config)."""
+        return [] if self.runtime is None else sorted(set(self.runtime.active.values()))
+
+    def _default_tracker(self) -> SortTracker:
+        cfg = self.config
+        reid = cfg.reid_similarity if cfg.reid_similarity is not None else \
+            min(self.threshold + 0.01, 1.0)
+        return SortTracker(max_age=cfg.max_age, min_hits=cfg.min_hits,
+                           iou_threshold=cfg.iou_threshold,
+                           reid_seconds=cfg.reid_seconds if self.embedder else 0.0,
+                           reid_similarity=reid)
+
+    # -- identity settings and the facebank ------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        """The cosine similarity a match must reach: the config's, else the embedder's
+        (1.0 without recognition: nothing is ever matched)."""
+        if self.config.threshold is not None:
+            return self.config.threshold
+        own = getattr(self.embedder, "threshold", None)
+        return 1.0 if own is None else float(own)
+
+    def set_threshold(self, threshold: float | None = None, margin: float | None = None) -> None:
+        """Change the threshold (None: the embedder's own) and, when given, the margin;
+        every live track is voted again."""
+        margin = self.config.margin if margin is None else margin
+        self.config = replace(self.config, threshold=threshold, margin=margin)
+        self._revote_all()
 
     def set_facebank(self, facebank) -> None:
         """Use a Facebank (followed for changes) or a fixed Gallery from now on."""
-        if not self.config.recognition:
+        if self.embedder is None:
             return
-        if isinstance(facebank, Gallery):
-            self.facebank = None
-            self.set_gallery(facebank)
-            return
-        self.facebank = facebank
-        self.set_gallery(facebank.gallery(self.model_id))
-        self._next_poll = time.monotonic() + self.config.facebank_poll
+        self.gallery.follow(facebank)
+        self._revote_all()
 
-    def set_gallery(self, gallery: Gallery) -> None:
-        """Match against ``gallery`` from now on; every live track is voted again."""
-        self.gallery = gallery
-        for state in self.states.values():
-            self._revote(state)
+    def set_gallery(self, gallery) -> None:
+        """Match against a fixed ``gallery`` from now on; every live track is voted again."""
+        self.set_facebank(gallery)
 
     def reload_facebank(self) -> None:
         """Read the facebank again now (after a change made through this process)."""
-        if self.facebank is not None:
-            self.set_gallery(self.facebank.gallery(self.model_id))
-
-    def _poll_facebank(self) -> None:
-        if self.facebank is None or time.monotonic() < self._next_poll:
-            return
-        self._next_poll = time.monotonic() + self.config.facebank_poll
-        if self.facebank.changed():
-            log.info("the facebank changed: reloading it")
-            self.reload_facebank()
+        self.gallery.reload()
+        self._revote_all()
 
     def _decide(self, embeddings: np.ndarray) -> list[tuple[int | None, float]]:
-        """(person id or None, similarity) for each normalised embedding."""
-        if len(self.gallery) == 0:
-            return [(None, float("nan"))] * len(embeddings)
-        matches = self.gallery.match(embeddings, self.config.match_mode)
-        chosen = matches.decide(self.threshold, self.config.margin)
-        return [(int(self.gallery.person_ids[c]) if c >= 0 else None, float(s))
-                for c, s in zip(chosen, matches.best)]
+        return self.gallery.decide(embeddings, self.threshold, self.config.margin,
+                                   self.config.match_mode)
 
     def _revote(self, state: TrackState) -> None:
         voting = [e for e, good in state.embeddings if good]
-        decisions = self._decide(np.stack(voting)) if voting else []
-        state.vote.replay(decisions)
+        state.vote.replay(self._decide(np.stack(voting)) if voting else [])
+
+    def _revote_all(self) -> None:
+        for state in self.states.values():
+            self._revote(state)
 
     # -- frames --------------------------------------------------------------------
 
@@ -344,56 +223,76 @@ class FacePipeline:
         self.cuts.reset()
         self.states.clear()
         self.frames = 0
+        self._last_timestamp = None
 
     def detect(self, frame: np.ndarray) -> Faces:
-        """The detector alone.
+        """The detector alone, its time recorded in the result's timings.
 
         :meth:`process` calls it unless it is given the detections; a runner
         may call it from another thread (one thread at a time) to overlap the
         detection of a frame with the analysis of the frame before.
         """
-        return self.detector.detect(to_bgr8(frame, "frame"))
+        start = time.perf_counter()
+        faces = self.detector.detect(to_bgr8(frame, "frame"))
+        faces.timings["detect"] = time.perf_counter() - start
+        return faces
+
+    def _stamp(self, timestamp: float | None, frame_index: int) -> float:
+        """The frame's timestamp, checked against the running mode."""
+        if timestamp is None:
+            if self.config.mode is RunningMode.VIDEO:
+                raise ValueError(f"VIDEO mode needs each frame's timestamp (frame {frame_index})")
+            timestamp = time.monotonic()
+        timestamp = float(timestamp)
+        last = self._last_timestamp
+        if last is not None and timestamp <= last:
+            raise ValueError(f"{self.config.mode.name} mode needs increasing timestamps: frame "
+                             f"{frame_index} at {timestamp:.3f} s follows {last:.3f} s "
+                             "(reset() starts a new stream)")
+        self._last_timestamp = timestamp
+        return timestamp
 
     def process(self, frame: np.ndarray, frame_index: int | None = None,
                 timestamp: float | None = None, faces: Faces | None = None) -> FrameResult:
         """Analyse one BGR frame of the stream (frames must come in order).
 
-        timestamp: seconds (the video's time for files, the wall clock for
-        live sources when None). faces: this frame's detections from
+        timestamp: seconds, increasing (the video's time for files; in STREAM
+        mode the clock when None). faces: this frame's detections from
         :meth:`detect`, when they were made beforehand.
         """
         frame = to_bgr8(frame, "frame")
         frame_index = self.frames if frame_index is None else int(frame_index)
-        timestamp = time.monotonic() if timestamp is None else float(timestamp)
+        timestamp = self._stamp(timestamp, frame_index)
         self.frames += 1
-        timings: dict[str, float] = {}
         start = time.perf_counter()
         if faces is None:
             faces = self.detect(frame)
-            timings["detect"] = time.perf_counter() - start
         faces.frame_index, faces.timestamp = frame_index, timestamp
 
         mark = time.perf_counter()
         if self.cuts(frame):
             self.tracker.cut()
-        tracks = self.tracker.update(faces.boxes, faces.scores, timestamp)
-        faces.track_id = tracks.ids_for_detections(len(faces))
-        timings["track"] = time.perf_counter() - mark
-        for stage in self.frame_stages:
-            mark = time.perf_counter()
-            stage(frame, faces)
-            timings[stage.name] = time.perf_counter() - mark
+        tracked = self.tracker.update(faces, timestamp)
+        faces = tracked[~tracked.predicted]
+        missed = tracked[tracked.predicted]
+        faces.timings["track"] = time.perf_counter() - mark
+        run_stages(self.frame_stages, frame, faces)
 
         mark = time.perf_counter()
-        self._poll_facebank()
-        due, recheck = self._update_states(faces, tracks, frame_index, timestamp)
+        if self.gallery.poll():
+            self._revote_all()
+        self._count_missed(missed)
+        due, recheck = self._update_states(faces, frame_index, timestamp)
+        faces.timings["identity"] = time.perf_counter() - mark
         if len(due):
             self._per_track_work(frame, faces, due, recheck, frame_index)
-        self._fill_columns(faces)
-        finished = [self._finish(tid) for tid in tracks.finished if tid in self.states]
-        timings["per_track"] = time.perf_counter() - mark
-        timings["total"] = time.perf_counter() - start
-        return FrameResult(faces, tracks, finished, timings, recognised=len(due))
+        mark = time.perf_counter()
+        result = Faces.concat([faces, missed]) if len(missed) else faces
+        self._fill_columns(result)
+        finished = [self._finish(tid) for tid in self.tracker.finished if tid in self.states]
+        faces.timings["identity"] += time.perf_counter() - mark
+        faces.timings["total"] = time.perf_counter() - start
+        return FrameResult(result, finished, recognised=len(due))
 
     def finish(self) -> list[TrackSummary]:
         """End of the stream: a summary of every track still known, and a fresh tracker."""
@@ -403,62 +302,71 @@ class FacePipeline:
         self.reset()
         return sorted(summaries, key=lambda s: s.track_id)
 
-    def _update_states(self, faces: Faces, tracks: Tracks, frame_index: int,
+    def _count_missed(self, missed: Faces) -> None:
+        for tid in missed.track_id:
+            state = self.states.get(int(tid))
+            if state is not None:
+                state.missing += 1
+
+    def _update_states(self, faces: Faces, frame_index: int,
                        timestamp: float) -> tuple[np.ndarray, np.ndarray]:
         """Record this frame in every track's state; returns the rows due for per-track
         work, and which of them are only periodic identity re-checks."""
         cfg = self.config
-        for tid in tracks.track_id[tracks.predicted]:
-            state = self.states.get(int(tid))
-            if state is not None:
-                state.missing += 1
         candidates = []
         for row, tid in enumerate(faces.track_id):
             if tid <= 0:
                 continue
             state = self.states.get(int(tid))
             if state is None:
-                state = self.states[int(tid)] = TrackState(int(tid), frame_index, timestamp, cfg)
+                state = self.states[int(tid)] = TrackState(int(tid), frame_index, timestamp,
+                                                           self.limits)
             reappeared = state.missing >= cfg.reappear_frames
-            state.seen(frame_index, timestamp, faces.pose[row])
+            state.seen(frame_index, timestamp, None if faces.pose is None else faces.pose[row])
             quality = float(faces.quality[row])
             if state.runs == 0:
-                priority = 0            # new
+                priority = NEW
             elif reappeared:
-                priority = 1
+                priority = REAPPEARED
             elif quality > state.best_quality + cfg.quality_gain:
-                priority = 2
+                priority = BETTER
             elif (self.embedder is not None and not state.vote.confirmed
                   and quality >= cfg.min_quality
                   and frame_index - state.last_run >= cfg.recheck_frames):
-                priority = 3
+                priority = RECHECK
             else:
                 continue
             candidates.append((priority, -quality, row))
         candidates.sort()
         chosen = candidates[:cfg.max_per_frame]
         rows = np.array([row for _, _, row in chosen], np.int64)
-        # A periodic re-check is for the identity: age and gender keep their samples.
-        recheck = np.array([priority == 3 for priority, _, _ in chosen], bool)
+        recheck = np.array([priority == RECHECK for priority, _, _ in chosen], bool)
         return rows, recheck
+
+    def _run_track_stages(self, frame: np.ndarray, sub: Faces, recheck: np.ndarray) -> None:
+        """The per-track stages on the due rows; on identity-only re-checks, only the
+        stages that lead to the embedding (age and gender keep their samples)."""
+        for stage in self.track_stages:
+            if stage is self.embedder or "embedding" in stage.provides:
+                stage(frame, sub)
+            elif not recheck.all():
+                described = sub[~recheck]
+                stage(frame, described)
+                for column in stage.provides:
+                    values = getattr(described, column, None)
+                    if values is None:
+                        continue
+                    full = np.full((len(sub), *values.shape[1:]), np.nan, np.float32)
+                    full[~recheck] = values
+                    sub.set_column(column, full)
 
     def _per_track_work(self, frame: np.ndarray, faces: Faces, rows: np.ndarray,
                         recheck: np.ndarray, frame_index: int) -> None:
-        cfg = self.config
         sub = faces[rows]
-        if self.embedder is not None:
-            self.embedder(frame, sub)
-        ages = genders = None
-        if self.attributes is not None and not recheck.all():
-            described = sub[~recheck]
-            self.attributes(frame, described)
-            ages = np.full(len(sub), np.nan, np.float32)
-            genders = ages.copy()
-            ages[~recheck], genders[~recheck] = described.age, described.gender
-        embeddings = None
-        if sub.embedding is not None:
-            from mobileface.identity.gallery import normalise
-            embeddings = normalise(sub.embedding)
+        self._run_track_stages(frame, sub, recheck)
+        self._keep_columns(faces, sub, rows)
+        mark = time.perf_counter()
+        embeddings = None if sub.embedding is None else normalise(sub.embedding)
         for k, row in enumerate(rows):
             tid = int(faces.track_id[row])
             state = self.states[tid]
@@ -468,49 +376,55 @@ class FacePipeline:
             best = quality > state.best_quality
             if best:
                 state.best_quality = quality
-                state.best_shot = self._crop(frame, faces.boxes[row])
+                state.best_shot = crop_best_shot(frame, faces.boxes[row], self.config.best_shot_size)
                 state.best_shot_frame = frame_index
-            if ages is not None and not recheck[k]:
-                state.ages.append(float(ages[k]))
-                state.genders.append(float(genders[k]))
+            if sub.age is not None and not recheck[k]:
+                state.ages.append(float(sub.age[k]))
+                state.genders.append(float(sub.gender[k]))
             if embeddings is None:
                 continue
-            good = quality >= cfg.min_quality
+            good = quality >= self.config.min_quality
             state.embeddings.append((embeddings[k], good))
             if good:
                 person, similarity = self._decide(embeddings[k:k + 1])[0]
                 state.vote.add(person, similarity)
-            if not best:
-                continue
-            state.best_embedding = embeddings[k]
-            # The track's appearance for re-identification: its best face so far.
-            new_id = self.tracker.set_appearance(tid, embeddings[k])
-            if new_id != tid:
-                log.debug("track %d is track %d again (re-identified)", tid, new_id)
-                old = self.states.get(new_id)
-                if old is None:
-                    old = self.states[new_id] = TrackState(new_id, state.first_frame,
-                                                           state.first_time, cfg)
-                old.absorb(self.states.pop(tid))
-                self._revote(old)
-                faces.track_id[faces.track_id == tid] = new_id
+            if best:
+                state.best_embedding = embeddings[k]
+                self._appearance(faces, tid, embeddings[k])
+        faces.timings["identity"] += time.perf_counter() - mark
 
-    def _crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """The face with a margin of a quarter of its size, scaled down to best_shot_size."""
-        x1, y1, x2, y2 = box
-        mx, my = (x2 - x1) * 0.25, (y2 - y1) * 0.25
-        h, w = frame.shape[:2]
-        x1, y1 = int(max(0, x1 - mx)), int(max(0, y1 - my))
-        x2, y2 = int(min(w, x2 + mx)), int(min(h, y2 + my))
-        crop = frame[y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)]
-        scale = self.config.best_shot_size / max(crop.shape[:2])
-        if scale < 1.0:
-            size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-            return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-        return crop.copy()
+    def _keep_columns(self, faces: Faces, sub: Faces, rows: np.ndarray) -> None:
+        """What the per-track stages computed, in the frame's own columns (NaN on the rows
+        that got no per-track work in this frame)."""
+        for stage in self.track_stages:
+            for column in stage.provides:
+                values = getattr(sub, column, None) if hasattr(sub, column) else \
+                    sub.extra.get(column)
+                if values is None:
+                    continue
+                full = np.full((len(faces), *values.shape[1:]), np.nan, np.float32)
+                full[rows] = values
+                faces.set_column(column, full)
+
+    def _appearance(self, faces: Faces, tid: int, embedding: np.ndarray) -> None:
+        """The track's appearance for re-identification (its best face so far); a track
+        that turns out to be one lost a moment ago takes back that track's id and memory."""
+        new_id = self.tracker.set_appearance(tid, embedding)
+        if new_id == tid:
+            return
+        log.debug("track %d is track %d again (re-identified)", tid, new_id)
+        state = self.states.pop(tid)
+        old = self.states.get(new_id)
+        if old is None:
+            old = self.states[new_id] = TrackState(new_id, state.first_frame, state.first_time,
+                                                   self.limits)
+        old.absorb(state)
+        self._revote(old)
+        faces.track_id[faces.track_id == tid] = new_id
 
     def _fill_columns(self, faces: Faces) -> None:
-        """Per row: the track's identity, similarity, median age and gender vote."""
+        """Per row: the track's identity and similarity (its vote), median age and gender
+        vote (``track_age``, ``track_gender``)."""
         n = len(faces)
         identity = np.full(n, "", object)
         similarity = np.full(n, np.nan, np.float32)
@@ -526,13 +440,11 @@ class FacePipeline:
             gender[row] = state.male_share
         if self.embedder is not None:
             faces.identity, faces.similarity = identity, similarity
-        if self.config.attributes:
-            faces.age, faces.gender = age, gender
+        if any("age" in s.provides for s in self.track_stages):
+            faces.track_age, faces.track_gender = age, gender
 
     def identity_of(self, state: TrackState) -> str:
-        if state.vote.current is None:
-            return UNKNOWN
-        return self.gallery.name_of(state.vote.current) or UNKNOWN
+        return self.gallery.name_of(state.vote.current)
 
     def live_summaries(self) -> list[TrackSummary]:
         """What is known so far about every track still going (they go on).
@@ -545,22 +457,6 @@ class FacePipeline:
         return self._summary(self.states.pop(track_id))
 
     def _summary(self, state: TrackState) -> TrackSummary:
-        male = state.male_share
-        has_gender = math.isfinite(male)
-        pose_known = np.isfinite(state.pose_min).all()
-        pose_range = {name: ([round(float(state.pose_min[i]), 1), round(float(state.pose_max[i]), 1)]
-                             if pose_known else None)
-                      for i, name in enumerate(("yaw", "pitch", "roll"))}
-        recognised = self.embedder is not None
-        return TrackSummary(
-            track_id=state.id,
-            identity=self.identity_of(state) if recognised else None,
-            similarity=state.vote.similarity if recognised else None,
-            first_frame=state.first_frame, last_frame=state.last_frame,
-            first_time=state.first_time, last_time=state.last_time, frames=state.frames,
-            age=state.age if state.ages else None,
-            gender=("male" if male >= 0.5 else "female") if has_gender else None,
-            gender_confidence=max(male, 1.0 - male) if has_gender else None,
-            best_quality=max(state.best_quality, 0.0), pose_range=pose_range,
-            best_shot=state.best_shot, best_shot_frame=state.best_shot_frame,
-            embedding=state.best_embedding)
+        if self.embedder is None:
+            return state.summary(None, None)
+        return state.summary(self.identity_of(state), state.vote.similarity)

@@ -31,6 +31,7 @@ class Attributes(Stage):
     name = "attributes"
     requires = ("landmarks68",)
     provides = ("age", "gender")
+    per_track = True
 
     def __init__(self, runtime: RuntimeConfig | None = None):
         runtime = runtime or RuntimeConfig()

@@ -13,12 +13,15 @@ Differences from the reference sort.py, on purpose:
 * ids belong to the tracker instance, start at 1, are given when a track is
   confirmed (so they are consecutive), and :meth:`SortTracker.reset` starts
   them again;
-* every output row keeps the index and score of the detection it matched,
-  and tracks that missed this frame are returned with ``predicted=True``;
+* it takes the frame's :class:`~mobileface.types.Faces` and returns the same
+  rows, in the same order, with ``track_id`` filled (-1 for a detection whose
+  track is not confirmed yet), followed by one row per confirmed track the
+  detector missed in this frame, with its predicted box and ``predicted=True``;
 * re-identification: a new track whose appearance (an embedding, given with
   :meth:`SortTracker.set_appearance`) matches a track lost within the last
   ``reid_seconds`` takes back that track's id;
-* a track whose id can no longer come back is listed in ``finished``, once;
+* a track whose id can no longer come back is listed in ``finished`` after
+  the update in which it ended, once;
 * :meth:`SortTracker.cut` ends every track at once, for a scene cut in
   edited video, where a face of the next shot must not inherit the id of a
   face that happened to be at the same place.
@@ -32,37 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mobileface.detect.boxes import iou_matrix
-
-
-@dataclass
-class Tracks:
-    """The tracker's output for one frame: one row per confirmed, live track.
-
-    track_id:  (M,) int64 ids, >= 1.
-    boxes:     (M, 4) float32 xyxy: the matched detection's box, or the
-               Kalman prediction where ``predicted``.
-    det_index: (M,) int64 row of the detection matched this frame, -1 if none.
-    scores:    (M,) float32 score of that detection, 0 where predicted.
-    predicted: (M,) bool: no detection this frame, the box is only predicted.
-    finished:  ids that ended during this update and will never come back.
-    """
-
-    track_id: np.ndarray
-    boxes: np.ndarray
-    det_index: np.ndarray
-    scores: np.ndarray
-    predicted: np.ndarray
-    finished: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.track_id)
-
-    def ids_for_detections(self, count: int) -> np.ndarray:
-        """(count,) int64: the track id of each detection row, -1 where none."""
-        out = np.full(count, -1, np.int64)
-        matched = self.det_index >= 0
-        out[self.det_index[matched]] = self.track_id[matched]
-        return out
+from mobileface.types import Faces
 
 
 def _box_to_z(box: np.ndarray) -> np.ndarray:
@@ -169,23 +142,26 @@ class SortTracker:
         self._frames = 0
         self._now = 0.0
         self._pending_finished: list[int] = []
+        #: ids that ended during the last update and will never come back
+        self.finished: list[int] = []
 
     @property
     def live_ids(self) -> list[int]:
         return [t.id for t in self._tracks if t.id]
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray | None = None,
-               timestamp: float | None = None) -> Tracks:
-        """Advance one frame with its detections (N, 4 xyxy) and scores (N,).
+    def update(self, faces: Faces, timestamp: float | None = None) -> Faces:
+        """Advance one frame with its detections; returns them with ``track_id`` and
+        ``predicted`` filled, then the rows of the confirmed tracks missed in this frame.
 
         timestamp: the frame's time in seconds (video time for files); the
-        wall clock when None. Only re-identification uses it.
+        frame's own ``faces.timestamp``, or the wall clock, when None. Only
+        re-identification uses it. The ids that ended are in :attr:`finished`.
         """
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        scores = np.ones(len(boxes), np.float32) if scores is None else \
-            np.asarray(scores, np.float32).reshape(-1)
-        if len(scores) != len(boxes):
-            raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+        if not isinstance(faces, Faces):
+            raise ValueError(f"the tracker takes Faces, got {type(faces).__name__}")
+        boxes, scores = faces.boxes, faces.scores
+        if timestamp is None:
+            timestamp = faces.timestamp
         self._frames += 1
         self._now = time.monotonic() if timestamp is None else float(timestamp)
         finished, self._pending_finished = self._pending_finished, []
@@ -205,7 +181,8 @@ class SortTracker:
             self._tracks.append(_Track(boxes[di]))
             matched_det = np.append(matched_det, di)
 
-        rows = []
+        ids = np.full(len(faces), -1, np.int64)
+        missed = []
         kept = []
         for track, di in zip(self._tracks, matched_det):
             if track.misses > self.max_age:
@@ -217,18 +194,27 @@ class SortTracker:
                     (track.hits >= self.min_hits or self._frames <= self.min_hits):
                 track.id = self._next_id
                 self._next_id += 1
-            if track.id:
-                rows.append((track.id, track.box, di, scores[di] if di >= 0 else 0.0))
+            if track.id and di >= 0:
+                ids[di] = track.id
+            elif track.id:
+                missed.append(track)
         self._tracks = kept
         finished.extend(self._expire())
-        if not rows:
-            return Tracks(np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
-                          np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool),
-                          finished)
-        ids, bxs, dets, scs = zip(*rows)
-        det_index = np.array(dets, np.int64)
-        return Tracks(np.array(ids, np.int64), np.array(bxs, np.float32), det_index,
-                      np.array(scs, np.float32), det_index < 0, finished)
+        self.finished = finished
+        return self._rows(faces, ids, missed)
+
+    @staticmethod
+    def _rows(faces: Faces, ids: np.ndarray, missed: list[_Track]) -> Faces:
+        detected = faces[slice(None)]
+        detected.track_id = ids
+        detected.predicted = np.zeros(len(faces), bool)
+        if not missed:
+            return detected
+        predicted = Faces(np.array([t.box for t in missed], np.float32),
+                          np.zeros(len(missed), np.float32),
+                          track_id=np.array([t.id for t in missed], np.int64),
+                          predicted=np.ones(len(missed), bool))
+        return Faces.concat([detected, predicted])
 
     def cut(self) -> None:
         """End every live track now (a scene cut): the next detections start new tracks.

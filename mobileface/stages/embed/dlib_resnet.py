@@ -31,63 +31,19 @@ DISTANCE_THRESHOLD = 0.6
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
-#: the spec name of the default embedder
-DEFAULT_EMBEDDER = "dlib"
 #: cosine similarity above which two dlib descriptors are taken for the same
 #: person when recognising. Measured on the face_recognition photos and the
 #: Hamilton clip: the same person 0.93-0.97, others up to 0.925 (their raw
 #: embeddings are not centred, so cosines of strangers are high); dlib's own
 #: euclidean 0.6 corresponds to about 0.91 at these embeddings' norms (~1.4).
 DLIB_THRESHOLD = 0.92
-#: dlib's ResNet quantised to int8 by tools/optimize_model.py; loads only when that tool's
-#: accuracy check passed (see mobileface/quantize.py)
-INT8_EMBEDDER = "dlib-int8"
-
-
-def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
-    """The embedding stage for ``spec``.
-
-    spec: None or "dlib" for dlib's ResNet (the default); an
-    :class:`~mobileface.stages.embed.spec.EmbedderSpec`; a dict with the spec's fields
-    (relative paths from the current folder); or the path of a spec JSON file
-    (see :mod:`mobileface.stages.embed.spec` for the fields).
-
-    Every embedder is a :class:`Stage` named "embed" that fills ``embedding``
-    for all faces of a frame in one call, and has a ``model_id`` string naming
-    the model that made its embeddings (stored with each facebank row, so that
-    embeddings of different models are never compared) and a ``threshold``: the
-    cosine similarity from which two of its embeddings are taken for the same
-    person. A bad spec raises ValueError; a missing or unloadable model file
-    raises ModelError.
-    """
-    from pathlib import Path
-
-    if spec is None or spec == DEFAULT_EMBEDDER:
-        return DlibEmbedder(runtime)
-    if spec == INT8_EMBEDDER:
-        from mobileface.stages.embed.int8 import int8_embedder
-        return int8_embedder(runtime)
-    from mobileface.stages.embed.onnx import OnnxEmbedder
-    from mobileface.stages.embed.spec import EmbedderSpec, load_spec
-
-    if isinstance(spec, EmbedderSpec):
-        return OnnxEmbedder(spec, runtime)
-    if isinstance(spec, dict):
-        return OnnxEmbedder(EmbedderSpec.from_dict(spec), runtime)
-    if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if path.suffix.lower() == ".json" or path.is_file():
-            return OnnxEmbedder(load_spec(path), runtime)
-    raise ValueError(f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER!r}, {INT8_EMBEDDER!r}, "
-                     "an EmbedderSpec, a spec dict or the path of a spec .json file")
-
-
 class DlibEmbedder(Stage):
     """Fills ``embedding`` (N, 128) float32 with dlib's face descriptors."""
 
     name = "embed"
     requires = ("landmarks68",)
     provides = ("embedding",)
+    per_track = True
     threshold = DLIB_THRESHOLD
 
     def __init__(self, runtime: RuntimeConfig | None = None, model_path=None,

@@ -37,6 +37,7 @@ import numpy as np
 from mobileface.models import registry
 from mobileface.convert.dlib_resnet import INPUT_NAME, MODEL_NAME
 from mobileface.errors import ModelError
+from mobileface.stages.embed.dlib_resnet import DlibEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,6 @@ def read_report(path: Path) -> dict:
 
 def int8_embedder(runtime=None):
     """The "dlib-int8" embedder stage, if tools/optimize_model.py found it accurate enough."""
-    from mobileface.stages.embed.dlib_resnet import DlibEmbedder
-
     model, report_path = int8_paths()
     report = read_report(report_path)
     source = registry.get_spec(MODEL_NAME).sha256

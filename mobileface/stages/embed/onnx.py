@@ -32,6 +32,7 @@ class OnnxEmbedder(Stage):
 
     name = "embed"
     provides = ("embedding",)
+    per_track = True
 
     def __init__(self, spec: EmbedderSpec, runtime: RuntimeConfig | None = None):
         if not isinstance(spec, EmbedderSpec):

@@ -3,7 +3,7 @@
 An embedder's input convention (chip size, colour order, normalisation and how
 the face is aligned) cannot be read reliably from an ONNX file, so it is
 written down in a spec: a Python :class:`EmbedderSpec` or a JSON file.
-:func:`mobileface.stages.embed.dlib_resnet.create_embedder` accepts either.
+:func:`mobileface.stages.embed.create_embedder` accepts either.
 
 JSON fields (``load_spec(path)``; paths inside are relative to the spec file):
 

@@ -1,46 +1,48 @@
-"""Helpers shared by the benchmark scripts: timing and the default test photo."""
+"""What the benchmark scripts and tools/time_models.py share: the test photo, a
+video played in a loop, a facebank to recognise against.
+
+A library module (not a sibling ``common.py`` beside the scripts) so that each
+script runs as ``python benchmark/x.py`` from anywhere with nothing but the
+installed package; the test data is found by :func:`mobileface.cli.common.shared_dir`.
+"""
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+from mobileface.cli.common import shared_data
 
-from mobileface.cli.tools import emit_json as emit  # noqa: E402,F401  (the closing JSON line)
-from mobileface.cli.tools import median_ms  # noqa: E402,F401  (the scripts' timing helper)
-from mobileface.io.video import VideoSource  # noqa: E402
+log = logging.getLogger(__name__)
 
-DATA = ROOT.parent / "shared" / "data"
+#: ../shared/data (or $MOBILEFACE_SHARED/data): the benchmarks' default photo and videos
+DATA = shared_data()
 DEFAULT_IMAGE = DATA / "face_recognition" / "obama.jpg"
-
-
-def load_image(path: str | None) -> tuple[np.ndarray, str]:
-    """The photo at ``path``, else ../shared's obama.jpg, else scikit-image's astronaut."""
-    import cv2
-
-    if path or DEFAULT_IMAGE.is_file():
-        path = path or str(DEFAULT_IMAGE)
-        image = cv2.imread(path)
-        if image is None:
-            raise SystemExit(f"benchmark: cannot read {path}")
-        return image, path
-    from skimage import data
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
-
-
 #: who the video benchmarks enrol: recognition runs against a real facebank
 ENROL = {"Barack Obama": "face_recognition/obama.jpg",
          "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
 
 
+def load_image(path: str | None) -> tuple[np.ndarray, str]:
+    """The photo at ``path`` (ImageError if unreadable), else the shared obama.jpg, else
+    scikit-image's astronaut: a real face wherever the benchmark runs. Returns the BGR
+    image and where it came from."""
+    from mobileface.io.image import read_image
+
+    if path or DEFAULT_IMAGE.is_file():
+        path = path or str(DEFAULT_IMAGE)
+        return read_image(path), path
+    from skimage import data
+
+    log.debug("%s is absent: timing on scikit-image's astronaut", DEFAULT_IMAGE)
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
+
+
 def demo_facebank(folder: Path, pipeline):
     """A facebank of the ENROL photos in ``folder``, imported with the pipeline's own models,
-    and set on the pipeline."""
+    and set on the pipeline (the photos that are absent are left out)."""
     from mobileface.identity.enrol import FaceEnroller
     from mobileface.identity.facebank import Facebank
 
@@ -56,15 +58,19 @@ def demo_facebank(folder: Path, pipeline):
 
 
 class LoopedSource:
-    """A video file played again and again until ``frames`` frames (frame numbers and times go on)."""
+    """A video file played again and again until ``frames`` frames (frame numbers and times
+    go on), so that a short clip measures a long run."""
 
     live = False
     reconnects = 0
     truncated = False
 
     def __init__(self, path: Path, frames: int):
+        from mobileface.io.video import VideoSource
+
+        self._open = lambda: VideoSource(path)
         self.path, self.frames = path, frames
-        self._source = VideoSource(path)
+        self._source = self._open()
         self.label, self.fps = self._source.label, self._source.fps
         self.width, self.height = self._source.width, self._source.height
         self.expected_frames = frames
@@ -78,7 +84,7 @@ class LoopedSource:
         if frame is None:
             self._offset = self._read
             self._source.close()
-            self._source = VideoSource(self.path)
+            self._source = self._open()
             frame = self._source.read()
         frame.index = self._offset + frame.index
         frame.timestamp = frame.index / self.fps
