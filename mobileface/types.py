@@ -137,6 +137,15 @@ class Faces:
         return cls(**columns, extra=extra, frame_index=first.frame_index,
                    timestamp=first.timestamp, timings=first.timings)
 
+    @property
+    def areas(self) -> np.ndarray:
+        """(N,) box areas in pixels."""
+        return (self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])
+
+    def largest(self) -> "Faces":
+        """The one row with the largest box (no row when there is no face)."""
+        return self[[int(np.argmax(self.areas))]] if len(self) else self[[]]
+
     def age_and_gender(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         """What to show as each face's age and gender: the track's where tracked, else this
         frame's."""
@@ -175,6 +184,7 @@ class Faces:
             if self.extra:
                 rec["quality_parts"] = {k: _rounded(v[i], 4) for k, v in self.extra.items()
                                         if np.ndim(v) == 1}
+                rec.update({k: _rounded(v[i], 2) for k, v in self.extra.items() if np.ndim(v) > 1})
             if self.track_id is not None:
                 rec["track_id"] = int(self.track_id[i])
             if self.predicted is not None:

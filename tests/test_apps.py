@@ -1,7 +1,6 @@
 """The apps end to end on ../shared/data: enrol with take_pic, recognise with infer_on_video."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -10,21 +9,14 @@ import pytest
 
 from conftest import ROOT, shared_file
 from mobileface.cli.main import main as cli_main
+from scripts import load_script
 
 LIN = "Lin-Manuel Miranda"
 OBAMA = "Barack Obama"
 
 
-def _app(name, folder="apps"):
-    """A script of apps/ or tools/, imported as a module (its main() is what users run)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-infer = _app("infer_on_video")
-take_pic = _app("take_pic")
+infer = load_script("apps/infer_on_video.py")   # its main() is what users run
+take_pic = load_script("apps/take_pic.py")
 
 
 def _frames(path) -> tuple[int, float]:
@@ -270,7 +262,7 @@ def test_a_converted_mobileface_model_as_the_embedder(tmp_path, hamilton, capsys
     """MobileFace's own V2 network, converted from MXNet, recognises him in the video."""
     from conftest import shared_model
 
-    convert = _app("convert_mxnet", "tools")
+    convert = load_script("tools/convert_mxnet.py")
     symbol = shared_model("mobileface/MobileFace_Identification_V2-symbol.json")
     params = shared_model("mobileface/MobileFace_Identification_V2-0000.params")
     spec = tmp_path / "v2.json"
@@ -313,3 +305,30 @@ def test_take_pic_without_a_reachable_display_says_so(tmp_path, hamilton, monkey
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert take_pic.main(["-n", "X", "-f", str(hamilton), "--facebank", str(tmp_path)]) == 2
     assert "no display for the live view" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the display is checked on Linux")
+def test_one_display_check_for_opencv_windows_and_the_viewer(tmp_path, monkeypatch):
+    from mobileface.gui.qtenv import QtStartError, check_display
+    from mobileface.io import display
+
+    monkeypatch.setattr(display, "X11_SOCKETS", tmp_path)
+    (tmp_path / "X3").touch()                      # a local X server on :3
+    assert display.display_problem({}) == "DISPLAY is not set"
+    assert display.display_problem({"DISPLAY": ":3.0"}) is None
+    assert display.display_problem({"DISPLAY": ":4"}) == "no X server at DISPLAY=:4"
+    assert display.display_problem({"DISPLAY": "host:0"}) is None      # remote: not checked
+    assert display.display_problem({"WAYLAND_DISPLAY": "wayland-0"}) is None
+    assert display.display_problem({"WAYLAND_DISPLAY": "wayland-0"}, wayland=False)
+    with pytest.raises(QtStartError, match="no X server at DISPLAY=:4"):   # the viewer's too
+        check_display({"QT_QPA_PLATFORM": "xcb", "DISPLAY": ":4"})
+
+
+def test_scripts_and_tests_leave_sys_path_alone():
+    """The package is installed: apps/, benchmark/, tools/ and tests/ import it as it is."""
+    import re
+
+    edit = re.compile(r"sys\.path\.(insert|append)|sys\.path\s*=")
+    scripts = [p for folder in ("apps", "benchmark", "tools", "tests")
+               for p in sorted((ROOT / folder).glob("*.py"))]
+    assert scripts and [p.name for p in scripts if edit.search(p.read_text())] == []

@@ -131,3 +131,24 @@ def test_bad_options_exit_non_zero(astronaut_png, capsys):
     assert exc.value.code == 2
     assert main(["analyze", astronaut_png, "--det-size", "5"]) == 2
     assert "input_size" in capsys.readouterr().err
+
+
+def test_the_shared_test_data_is_found_in_one_place(tmp_path, monkeypatch):
+    from conftest import ROOT
+    from mobileface.cli.common import shared_data, shared_dir
+    from mobileface.eval import bench
+
+    monkeypatch.setenv("MOBILEFACE_SHARED", str(tmp_path))
+    assert shared_dir() == tmp_path
+    assert shared_data("face_recognition/obama.jpg") == tmp_path / "data/face_recognition/obama.jpg"
+    monkeypatch.delenv("MOBILEFACE_SHARED")
+    assert shared_dir() == ROOT.parent / "shared"          # beside the checkout
+    assert bench.DATA == shared_data()                     # what benchmark/ uses
+
+
+def test_help_lists_the_detectors_the_library_has(capsys):
+    from mobileface.detect import DETECTORS
+
+    with pytest.raises(SystemExit):
+        main(["analyze", "--help"])
+    assert "{" + ",".join(DETECTORS) + "}" in capsys.readouterr().out

@@ -231,3 +231,28 @@ def test_embedder_aligned_from_a_landmark_column(tmp_path):
         image = load_bgr(f"face_recognition/{name}")
         emb[name] = embedder(image, landmarks(image, detector.detect(image))).embedding[0]
     assert emb["obama.jpg"] @ emb["obama2.jpg"] > emb["obama.jpg"] @ emb["biden.jpg"] + 0.2
+
+
+def test_analyze_runs_mobileface_landmark_and_pose_files(capsys):
+    """A user runs MobileFace's own small models from the command line, beside ours."""
+    import json
+
+    from mobileface.cli.main import main
+
+    image = shared_file("face_recognition/obama.jpg")
+    eme = shared_model("mobileface/mobileface_landmark_eme_v1.dat")
+    pose = shared_model("mobileface/mobileface_pose_emnme_v1.dat")
+    code = main(["analyze", str(image), "--json", "--no-embedding",
+                 "--shape-predictor", str(eme), "--mobileface-pose", str(pose)])
+    assert code == 0
+    (face,) = json.loads(capsys.readouterr().out)["faces"]
+    points = np.array(face["landmarks_eme"])
+    assert points.shape == (3, 2)
+    x1, y1, x2, y2 = face["box"]
+    assert ((points[:, 0] > x1) & (points[:, 0] < x2) & (points[:, 1] > y1)
+            & (points[:, 1] < y2)).all()
+    # Obama faces the camera: MobileFace's yaw score agrees in sign with solvePnP's yaw
+    # only loosely, but both are small next to a turned face's
+    assert len(face["pose_mobileface"]) == 3 and abs(face["pose_mobileface"][0]) < 40
+    code = main(["analyze", str(image), "--shape-predictor", "/nonexistent.dat"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err

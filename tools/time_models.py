@@ -96,8 +96,7 @@ def prepare_inputs(photo: np.ndarray, source: str) -> Inputs:
     faces = analyzer.analyze(photo)
     if len(faces) == 0:
         raise MobileFaceError(f"no face found in {source}")
-    areas = np.prod(faces.boxes[:, 2:] - faces.boxes[:, :2], axis=1)
-    faces = faces[[int(areas.argmax())]]
+    faces = faces.largest()
 
     frame = cv2.resize(photo, FRAME_SIZE, interpolation=cv2.INTER_AREA)
     retina = (frame.astype(np.float32) - retinaface.MEANS_BGR).transpose(2, 0, 1)[None]

@@ -1,9 +1,11 @@
-"""Command line: ``python -m mobileface analyze|verify|models|facebank|gui``."""
+"""Command line: ``mobileface analyze|verify|models|facebank|gui`` (or ``python -m mobileface``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
+from pathlib import Path
 from typing import Sequence
 
 from mobileface.cli.common import (add_logging_options, add_model_options, analyzer_options,
@@ -18,8 +20,14 @@ log = logging.getLogger("mobileface")
 SAME_PERSON_DISTANCE = 0.6  # == embed.DISTANCE_THRESHOLD, without importing onnx at start-up
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mobileface",
+def default_prog() -> str:
+    """How the user started us, for the usage line: the installed ``mobileface`` command,
+    else ``python -m mobileface`` (argparse alone would say ``__main__.py``)."""
+    return "mobileface" if Path(sys.argv[0]).name == "mobileface" else "python -m mobileface"
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or default_prog(),
                                      description="Face detection, landmarks, pose, attributes "
                                                  "and embeddings on images.")
     add_logging_options(parser)
@@ -31,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print one JSON object per image (JSON Lines) instead of a table")
     analyze.add_argument("--no-embedding", action="store_true",
                          help="leave the embedding out of the JSON")
+    analyze.add_argument("--shape-predictor", metavar="DAT", action="append", default=[],
+                         help="also run this dlib shape-predictor file (e.g. MobileFace's 3-point "
+                              "mobileface_landmark_eme_v1.dat); its points go into a column named "
+                              "after the file (landmarks_eme) or landmarks<N>; repeatable")
+    analyze.add_argument("--mobileface-pose", metavar="DAT", default=None,
+                         help="also run MobileFace's keypoint pose regressor "
+                              "(mobileface_pose_emnme_v1.dat): column pose_mobileface")
     add_model_options(analyze)
 
     verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
@@ -58,7 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
 def _analyzer(args, stages=None):
     from mobileface.pipeline.image import STAGES, FaceAnalyzer
 
-    return FaceAnalyzer(stages=stages or STAGES, **analyzer_options(args))
+    return FaceAnalyzer(stages=list(stages or STAGES) + _model_file_stages(args),
+                        **analyzer_options(args))
+
+
+def _model_file_stages(args) -> list:
+    """The extra stages of `analyze` that run model files a user brings."""
+    stages = []
+    for path in getattr(args, "shape_predictor", None) or []:
+        from mobileface.stages.landmarks.shape_predictor import ShapePredictorLandmarks
+
+        stages.append(ShapePredictorLandmarks(path, column=_shape_column(path)))
+    if getattr(args, "mobileface_pose", None):
+        from mobileface.stages.pose.mobileface import MobileFacePose
+
+        stages.append(MobileFacePose(args.mobileface_pose))
+    return stages
+
+
+def _shape_column(path: str) -> str | None:
+    """MobileFace's files name their points: mobileface_landmark_eme_v1.dat -> landmarks_eme."""
+    parts = Path(path).stem.split("_")
+    if len(parts) >= 3 and parts[:2] == ["mobileface", "landmark"]:
+        return f"landmarks_{parts[2]}"
+    return None
 
 
 def cmd_analyze(args) -> int:
@@ -99,12 +137,13 @@ def _largest_face_embedding(analyzer, path):
     faces = analyzer.analyze(read_image(path))
     if len(faces) == 0:
         raise MobileFaceError(f"{path}: no face found")
-    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
-    return faces.embedding[int(areas.argmax())]
+    return faces.largest().embedding[0]
 
 
 def cmd_verify(args) -> int:
     import numpy as np
+
+    from mobileface.vectors import normalise
 
     if args.threshold is not None and args.embedder == "dlib" and args.threshold <= 0:
         raise MobileFaceError("--threshold must be positive")
@@ -115,7 +154,7 @@ def cmd_verify(args) -> int:
     a = _largest_face_embedding(analyzer, args.image_a)
     b = _largest_face_embedding(analyzer, args.image_b)
     distance = float(np.linalg.norm(a - b))
-    similarity = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    similarity = float(normalise(a) @ normalise(b))
     if args.embedder == "dlib":
         metric, threshold = "distance", args.threshold or SAME_PERSON_DISTANCE
         same = distance < threshold

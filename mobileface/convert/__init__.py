@@ -1,0 +1,1 @@
+"""Model converters that need no framework: dlib's ResNet and MXNet checkpoints to ONNX."""

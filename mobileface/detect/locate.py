@@ -67,11 +67,6 @@ def kps5_from_landmarks68(landmarks68: np.ndarray) -> np.ndarray:
                      points[:, 48], points[:, 54]], axis=1)
 
 
-def _largest(faces: Faces) -> Faces:
-    areas = (faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])
-    return faces[[int(np.argmax(areas))]]
-
-
 def _is_crop(image: np.ndarray, kind: str) -> bool:
     if kind == "auto":
         return max(image.shape[:2]) <= CROP_MAX_SIDE
@@ -136,7 +131,7 @@ def find_main_face(analyzer, image: np.ndarray, kind: str = "auto",
     faces, how = locate_faces(analyzer.detector, image, kind, pad)
     if how == "none":
         return MainFace(faces, how)
-    return MainFace(complete_faces(analyzer, image, _largest(faces), how), how)
+    return MainFace(complete_faces(analyzer, image, faces.largest(), how), how)
 
 
 def _detect_padded(detector, image: np.ndarray, pad: float) -> Faces:

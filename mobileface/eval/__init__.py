@@ -1,1 +1,2 @@
-"""eval."""
+"""Measuring: verification sets and metrics (``dataset``, ``verification``) and the
+benchmarks' shared helpers (``bench``)."""

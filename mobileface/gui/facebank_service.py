@@ -172,14 +172,10 @@ class FacebankService(QObject):
 
     def _store(self, name: str, faces: list, stem: str) -> list[str]:
         """Enrol checked faces under ``name`` in one transaction."""
-        bank = self._need_bank()
-        files = bank.add(name, [(face.jpeg(), ".jpg", stem, face.embedding, face.quality)
-                                for face in faces], self.enroller.model_id)
-        flagged = {f for p in bank.people() if p.name == name for f in p.outliers}
-        for file in files:
-            if file in flagged:
-                self.message.emit(f"{file} looks unlike the other pictures of {name}: "
-                                  "check that it is them", True)
+        from mobileface.identity.enrol import store
+
+        files = store(self._need_bank(), name, [face.enrolment(stem) for face in faces],
+                      self.enroller.model_id, warn=lambda text: self.message.emit(text, True))
         self.changed.emit()
         self._publish()
         return files

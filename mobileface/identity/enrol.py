@@ -60,6 +60,11 @@ class EnrolFace:
             raise EnrolError("cannot encode the aligned face")
         return data.tobytes()
 
+    def enrolment(self, stem: str) -> tuple[bytes, str, str, np.ndarray, float]:
+        """What :meth:`Facebank.add <mobileface.identity.facebank.Facebank.add>` stores of
+        this face: the aligned face as a JPEG named ``stem``, its embedding and quality."""
+        return self.jpeg(), ".jpg", stem, self.embedding, self.quality
+
     def problem(self, min_quality: float = MIN_ENROL_QUALITY) -> str | None:
         """Why this face is not good enough to enrol (None when it is).
 
@@ -77,6 +82,17 @@ class EnrolFace:
         if part == "frontal" and self.pose is not None:
             reason += f" (yaw {self.pose[0]:+.0f}, pitch {self.pose[1]:+.0f} degrees)"
         return f"the face is {reason} ({part} {self.parts[part]:.2f}, quality {self.quality:.2f})"
+
+
+def store(bank, name: str, enrolments: list, model_id: str, warn=log.warning) -> list[str]:
+    """Enrol pictures of ``name`` in one transaction (see ``Facebank.add``) and ``warn``
+    about each that looks unlike the person's other pictures; returns the files."""
+    files = bank.add(name, enrolments, model_id)
+    flagged = {f for p in bank.people() if p.name == name for f in p.outliers}
+    for file in files:
+        if file in flagged:
+            warn(f"{file} looks unlike the other pictures of {name}: check that it is them")
+    return files
 
 
 class FaceEnroller:

@@ -21,15 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mobileface.vectors import normalise
+
 MATCH_MODES = ("best", "mean")
 UNKNOWN = "Unknown"
-
-
-def normalise(embeddings: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); zero rows stay zero."""
-    embeddings = np.asarray(embeddings, np.float32)
-    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
-    return embeddings / np.maximum(norms, 1e-12)
 
 
 @dataclass

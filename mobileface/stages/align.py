@@ -322,8 +322,3 @@ def dlib_chips(image: np.ndarray, landmarks68: np.ndarray, size: int = 150,
                padding: float = 0.25) -> np.ndarray:
     """dlib face chips (N, size, size, C), like ``dlib.get_face_chip`` per face."""
     return warp_chips(image, dlib_chip_transforms(landmarks68, size, padding), size)
-
-
-def arcface_chips(image: np.ndarray, kps5: np.ndarray, size: int = 112) -> np.ndarray:
-    """ArcFace-aligned chips (N, size, size, C) from 5 keypoints per face."""
-    return warp_chips(image, arcface_transforms(kps5, size), size)

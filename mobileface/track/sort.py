@@ -36,6 +36,7 @@ import numpy as np
 
 from mobileface.detect.boxes import iou_matrix
 from mobileface.types import Faces
+from mobileface.vectors import normalise
 
 
 def _box_to_z(box: np.ndarray) -> np.ndarray:
@@ -267,8 +268,7 @@ class SortTracker:
         track = next((t for t in self._tracks if t.id == track_id), None)
         if track is None:
             raise ValueError(f"no live track with id {track_id}")
-        vector = np.asarray(embedding, np.float32).reshape(-1)
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        vector = normalise(np.reshape(embedding, -1))
         first = track.appearance is None
         track.appearance = vector
         if not first or not self._lost:

@@ -18,6 +18,7 @@ from mobileface.errors import ModelError
 from mobileface.models.runtime import RuntimeConfig, create_session
 from mobileface.stages.base import Stage
 from mobileface.types import Faces
+from mobileface.vectors import normalise
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,7 @@ class OnnxEmbedder(Stage):
         out = self.session.run([self.output_name], {self.input_name: blob})[0]
         out = np.asarray(out, np.float32).reshape(len(blob), -1)
         if self.spec.normalize == "l2":
-            norm = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.maximum(norm, 1e-12)
+            out = normalise(out)
         return out
 
     def chips(self, image: np.ndarray, faces: Faces) -> np.ndarray:

@@ -1,1 +1,2 @@
-"""pose."""
+"""Head pose: solvePnP of the 68 points (``solvepnp``, the default) and MobileFace's
+keypoint regressor (``mobileface``)."""
