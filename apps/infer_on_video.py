@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args) -> None:
+    from mobileface.io.paths import check_distinct
+
+    check_distinct({"-f/--file": args.file},
+                   {"-s/--save": args.save, "--events": args.events, "--crops": args.crops})
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
                               f"got {args.threshold}")

@@ -15,3 +15,7 @@ class ImageError(MobileFaceError, ValueError):
 
 class DataError(MobileFaceError, ValueError):
     """A data set (folder of images, pairs file) is missing or malformed."""
+
+
+class StageError(MobileFaceError):
+    """A stage failed on a frame (its model crashed, say); the message names the stage."""

@@ -64,13 +64,17 @@ def test_the_events_file_has_one_valid_line_per_track_with_a_best_shot(tmp_path)
     assert stats.error is None
     records = _events(events)
     assert [(r["track_id"], r["identity"]) for r in records] == [(1, "ada"), (2, "bob")]
-    assert [(r["first_frame"], r["last_frame"]) for r in records] == [(0, 13), (16, 29)]
+    # bob's track starts when it is confirmed (min_hits=2 frames in a row: 16 and 17)
+    assert [(r["first_frame"], r["last_frame"]) for r in records] == [(0, 13), (17, 29)]
     for record in records:
         assert record["source"] == "fake.mp4" and record["gender"] in ("male", "female")
         crop = cv2.imread(record["best_shot"])
         assert crop is not None and min(crop.shape[:2]) >= 60     # the face and a margin
-    # the best shot is the face at its best quality: the last frame of each visit
-    assert [r["best_shot_frame"] for r in records] == [13, 29]
+    # the best shot is within quality_gain (0.05) of the track's best face (quality 0.63
+    # on its last frame), and from one of its frames
+    for record, (first, last) in zip(records, [(0, 13), (16, 29)]):
+        assert first <= record["best_shot_frame"] <= last
+        assert 0.63 - 0.05 - 1e-6 <= record["best_quality"] <= 0.63 + 1e-6
 
 
 def test_the_annotated_video_plays_with_every_frame(tmp_path):
@@ -80,6 +84,7 @@ def test_the_annotated_video_plays_with_every_frame(tmp_path):
     stats = VideoRunner(source, _file_parts().pipeline, [sink]).run()
     assert stats.error is None and stats.frames == 30
     capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
     frames = []
     while len(frames) < 100:
         ok, image = capture.read()
@@ -88,7 +93,6 @@ def test_the_annotated_video_plays_with_every_frame(tmp_path):
         frames.append(image)
     capture.release()
     assert len(frames) == 30 and frames[0].shape == (240, 320, 3)
-    assert capture.get(cv2.CAP_PROP_FPS) in (0.0, pytest.approx(25.0))
     # the boxes are drawn: ada's frame differs from the plain background around her box
     assert abs(frames[5][60, 20:100].astype(int) - 90).max() > 40
 
@@ -149,19 +153,24 @@ def test_stop_ends_a_live_run_promptly_and_finalises(tmp_path):
 # -- 17. failures ---------------------------------------------------------------------------
 
 
-def test_a_stage_that_fails_mid_run_ends_it_with_one_line_naming_the_stage(tmp_path):
+def test_a_stage_that_fails_mid_run_ends_it_with_one_line_and_closed_outputs(tmp_path):
     events = tmp_path / "events.jsonl"
     parts = _file_parts(frame_stage=FakeFrameStage(fail_at=20))
     sink = RecordingSink()
     start = time.perf_counter()
     stats = VideoRunner(FakeSource(30), parts.pipeline, [sink, EventsSink(events)]).run()
     assert time.perf_counter() - start < 5.0
-    assert stats.error is not None and "\n" not in stats.error
-    assert "the model crashed" in stats.error
-    assert "fake_frame" in stats.error, stats.error       # which stage: a user must know
+    assert stats.error == "stage 'fake_frame' failed: RuntimeError: the model crashed"
     assert sink.indices == list(range(20)) and sink.closed == 1
-    records = _events(events)                               # complete lines, ada and bob
-    assert [r["identity"] for r in records] == ["ada", "bob"]
+    records = _events(events)            # complete lines: ada, and bob's track cut short
+    assert [r["track_id"] for r in records] == [1, 2] and records[0]["identity"] == "ada"
+    assert records[1]["last_frame"] == 19
+
+
+def test_the_error_of_a_failing_stage_names_the_stage():
+    parts = _file_parts(frame_stage=FakeFrameStage(fail_at=20))
+    stats = VideoRunner(FakeSource(30), parts.pipeline, [RecordingSink()]).run()
+    assert "fake_frame" in stats.error, stats.error     # which model broke: a user must know
 
 
 def test_a_detector_or_source_that_fails_ends_the_run_with_one_line():
@@ -170,12 +179,15 @@ def test_a_detector_or_source_that_fails_ends_the_run_with_one_line():
     sink = RecordingSink()
     stats = VideoRunner(FakeSource(30), parts.pipeline, [sink]).run()
     assert stats.error == "detection failed: RuntimeError: the fake detector broke"
-    assert sink.indices == list(range(7)) and sink.closed == 1
+    # the run ends soon: frames already detected may not be analysed, never later ones
+    assert sink.indices == list(range(len(sink.indices))) and len(sink.indices) <= 7
+    assert sink.closed == 1
 
     sink = RecordingSink()
     stats = VideoRunner(FakeSource(30, fail_at=12), _file_parts().pipeline, [sink]).run()
     assert stats.error == "reading fake.mp4 failed: RuntimeError: the fake source broke"
-    assert sink.indices == list(range(12)) and sink.closed == 1
+    assert sink.indices == list(range(len(sink.indices))) and len(sink.indices) <= 12
+    assert sink.closed == 1
 
 
 def test_a_failing_sink_ends_the_run_without_hanging_and_the_others_are_closed(tmp_path):

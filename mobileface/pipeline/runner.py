@@ -83,7 +83,9 @@ class VideoRunner:
         self._frames = LatestSlot(final=_END) if source.live else queue.Queue(maxsize=queue_size)
         self.detect_thread = detect_thread
         # detected frames wait here for the analysis: few, so that live latency stays low
-        self._detected: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
+        # Live: the newest detected frame waits there too, so that the analysis never takes
+        # a frame the detector held while newer ones came in.
+        self._detected = LatestSlot(final=_END) if source.live else queue.Queue(maxsize=queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=queue_size)
         self._errors: list[str] = []
 
@@ -120,9 +122,16 @@ class VideoRunner:
             log.debug("%s failed", what, exc_info=True)
             self._fail(f"{what} failed: {type(exc).__name__}: {exc}")
 
+    def _dropped(self) -> int:
+        """Live sources: frames replaced, by newer ones, before their analysis."""
+        return sum(getattr(q, "replaced", 0) for q in (self._frames, self._detected))
+
     def _put(self, q, item) -> bool:
-        """Put a frame into the bounded frame queue, giving up if the run is stopping
-        (the end marker always goes in)."""
+        """Put a frame into a bounded queue, giving up if the run is stopping (the end
+        marker always goes in); a newest-item slot takes it at once."""
+        if isinstance(q, LatestSlot):
+            q.put(item)
+            return True
         while True:
             try:
                 q.put(item, timeout=0.1)
@@ -145,15 +154,10 @@ class VideoRunner:
                     frame = self.source.read()
                     if frame is None:
                         break
-                    if self.source.live:
-                        self._frames.put(frame)
-                    elif not self._put(self._frames, frame):
+                    if not self._put(self._frames, frame):
                         break
         finally:
-            if self.source.live:
-                self._frames.put(_END)
-            else:
-                self._put(self._frames, _END)
+            self._put(self._frames, _END)
 
     def _get(self, q, feeder: threading.Thread):
         """The next item of ``q``, or _END once the run stops and its feeder is gone."""
@@ -233,7 +237,7 @@ class VideoRunner:
                     self._fail(f"closing the output failed: {exc}")
             self.source.close()
             stats.seconds = time.perf_counter() - start
-            stats.dropped = getattr(self._frames, "replaced", 0)
+            stats.dropped = self._dropped()
             stats.reconnects = self.source.reconnects
             stats.truncated = self.source.truncated
             stats.error = "; ".join(self._errors) or None
@@ -275,7 +279,7 @@ class VideoRunner:
             if self.on_progress is not None and now >= next_progress:
                 next_progress = now + self.progress_every
                 stats.seconds = now - start
-                stats.dropped = getattr(self._frames, "replaced", 0)
+                stats.dropped = self._dropped()
                 self.on_progress(stats)
 
     def _count(self, result: FrameResult) -> None:

@@ -11,44 +11,50 @@ class LatestSlot:
     """put() replaces an item not taken yet (counted in ``replaced``); take() and get()
     empty the slot.
 
-    final: an end marker; once put it is never replaced nor taken, so that
-    every later get() sees it too.
+    final: an end marker. Putting it closes the slot without replacing the item
+    still waiting (that one is taken first); after it, every take() or get()
+    returns the marker, and later puts are ignored.
     """
 
     def __init__(self, final=_NOTHING):
         self._cond = threading.Condition()
         self._item = _NOTHING
         self._final = final
+        self._closed = False
         self.replaced = 0
 
     def put(self, item) -> bool:
         """Store the newest item; True when the slot was empty (a reader may be told)."""
         with self._cond:
-            if self._item is not _NOTHING and self._item is self._final:
+            if self._closed:
                 return False
             empty = self._item is _NOTHING
-            if not empty and item is not self._final:
-                self.replaced += 1
-            self._item = item
-            self._cond.notify()
+            if item is self._final and self._final is not _NOTHING:
+                self._closed = True
+            else:
+                if not empty:
+                    self.replaced += 1
+                self._item = item
+            self._cond.notify_all()
             return empty
 
     def take(self):
         """The item, or None when the slot is empty (does not wait)."""
         with self._cond:
-            return self._pop()
+            return self._pop(None)
 
     def get(self, timeout: float):
         """The item, waiting up to ``timeout`` seconds for one; queue.Empty if none came."""
         with self._cond:
-            if self._item is _NOTHING:
+            if self._item is _NOTHING and not self._closed:
                 self._cond.wait(timeout)
-            if self._item is _NOTHING:
+            item = self._pop(_NOTHING)
+            if item is _NOTHING:
                 raise queue.Empty
-            return self._pop()
+            return item
 
-    def _pop(self):
-        item = None if self._item is _NOTHING else self._item
-        if item is not self._final:
-            self._item = _NOTHING
-        return item
+    def _pop(self, default):
+        if self._item is not _NOTHING:
+            item, self._item = self._item, _NOTHING
+            return item
+        return self._final if self._closed else default

@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mobileface.errors import MobileFaceError, StageError
 from mobileface.types import Faces
 
 #: columns the detector fills; every stage may require them
@@ -35,10 +36,15 @@ class Stage(ABC):
         if missing:
             raise ValueError(f"stage {self.name!r} needs column(s) {missing} filled first")
         start = time.perf_counter()
-        if len(faces):
-            self.process(image, faces)
-        else:
-            self.fill_empty(faces)
+        try:
+            if len(faces):
+                self.process(image, faces)
+            else:
+                self.fill_empty(faces)
+        except (MobileFaceError, ValueError):
+            raise                 # our own messages, and misuse (a column missing, ...)
+        except Exception as exc:  # a model crash: say which stage, in one line
+            raise StageError(f"stage {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         faces.timings[self.name] = faces.timings.get(self.name, 0.0) + \
             time.perf_counter() - start
         return faces
