@@ -7,11 +7,15 @@
 
 Exit status: 0 when the whole source was processed, 1 when the run stopped on
 an error (the output written so far is finalised and plays, the events file is
-complete up to the failure), 2 for bad arguments or setup, 130 on Ctrl-C.
+complete up to the failure), 2 for bad arguments or setup, 128 + the signal's
+number when Ctrl-C (130), SIGTERM (143) or SIGHUP (129) stopped it: the output so
+far is finalised then too.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 from pathlib import Path
 
@@ -72,10 +76,21 @@ def _validate(args) -> None:
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
                               f"got {args.threshold}")
+    _check_seconds("-b/--begin", args.begin, zero_ok=True)
+    if args.duration is not None:
+        _check_seconds("-d/--duration", args.duration, zero_ok=False)
     if args.no_recognition and args.update:
         raise MobileFaceError("-u/--update needs recognition; drop --no-recognition")
     if not args.save and not args.events:
         log.warning("neither -s/--save nor --events given: only the summary will be printed")
+
+
+def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
+    """A number of seconds must be finite (argparse's float takes "nan" and "inf": NaN
+    slips past every comparison, infinity cannot become a frame index)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise MobileFaceError(f"{option} must be a finite number of seconds {bound}, got {value}")
 
 
 def _facebank(args, pipeline):
@@ -90,7 +105,7 @@ def _facebank(args, pipeline):
         log.warning("no facebank at %s: every face will be Unknown "
                     "(enrol people with apps/take_pic.py)", folder)
         return None
-    bank = Facebank(folder, outlier_threshold=pipeline.threshold)
+    bank = Facebank(folder, outlier_threshold=pipeline.threshold, embedder=args.embedder)
     if args.update:
         enrol = FaceEnroller(pipeline.analyzer)
 
@@ -107,7 +122,7 @@ def run(args) -> int:
     from mobileface.outputs.annotators import Overlay, OverlayOptions
     from mobileface.pipeline import FacePipeline, PipelineConfig, RunningMode
     from mobileface.outputs.sinks import EventsSink, VideoFileSink
-    from mobileface.pipeline.runner import VideoRunner
+    from mobileface.pipeline.runner import VideoRunner, stop_on_signals
     from mobileface.io.video import VideoSource
 
     _validate(args)
@@ -140,7 +155,8 @@ def run(args) -> int:
         raise
     progress = Progress(source.expected_frames, enabled=not args.no_progress)
     runner = VideoRunner(source, pipeline, sinks, on_progress=progress.update)
-    stats = runner.run()
+    with stop_on_signals(runner):    # SIGTERM, SIGHUP, Ctrl-C: finalise, then exit
+        stats = runner.run()
     progress.close()
 
     named = ", ".join(f"{name} ({count})" for name, count in sorted(stats.identities.items())
@@ -160,16 +176,36 @@ def run(args) -> int:
         parts.append(f"events {args.events}")
     print("done: " + "; ".join(parts), flush=True)
     if stats.interrupted:
-        log.error("interrupted: the output so far is saved")
-        return 130
+        return _interrupted(stats, sinks)
     if stats.error:
-        log.error("error: %s (the output so far is saved)", stats.error)
+        log.error("error: %s%s", stats.error, _outputs_note(sinks))
         return 1
     if stats.truncated:
-        log.error("error: %s ended early: the file is truncated or corrupt "
-                  "(the output so far is saved)", args.file)
+        log.error("error: %s ended early: the file is truncated or corrupt%s", args.file,
+                  _outputs_note(sinks))
         return 1
     return 0
+
+
+def _outputs_note(sinks) -> str:
+    """What is true of each output after a failed run, as each sink found it on closing
+    (" (the video o.mp4 could not be finalised; the events file e.jsonl is complete up to
+    track 7)"): a full disk can leave a video that does not play."""
+    said = [text for sink in sinks if (text := getattr(sink, "outcome", lambda: None)())]
+    return f" ({'; '.join(said)})" if said else ""
+
+
+def _interrupted(stats, sinks) -> int:
+    """The one line and the exit status (128 + the signal, as a shell reports it) of a run
+    a signal stopped: "saved" only when every output closed without an error."""
+    signum = stats.signal or signal.SIGINT
+    name = signal.Signals(signum).name
+    if stats.outputs_saved and not stats.error:
+        log.error("interrupted by %s: the output so far is saved", name)
+    else:
+        log.error("interrupted by %s; error: %s%s", name,
+                  stats.error or "an output did not close", _outputs_note(sinks))
+    return 128 + signum
 
 
 def main(argv=None) -> int:

@@ -56,15 +56,13 @@ class Enrolment:
     """The enroller and the facebank, and what was enrolled so far."""
 
     def __init__(self, args):
-        from mobileface.pipeline.image import FaceAnalyzer
         from mobileface.identity.enrol import FaceEnroller
         from mobileface.identity.facebank import Facebank, check_name
 
         self.name = check_name(args.name)
         self.min_quality = args.min_quality
-        self.enroller = FaceEnroller(FaceAnalyzer(stages=("quality", "embed"),
-                                                  **analyzer_options(args)))
-        self.bank = Facebank(args.facebank or default_facebank(),
+        self.enroller = FaceEnroller(**analyzer_options(args))
+        self.bank = Facebank(args.facebank or default_facebank(), embedder=args.embedder,
                              outlier_threshold=self.enroller.threshold)
         self.saved: list[str] = []
 
@@ -74,16 +72,14 @@ class Enrolment:
         if problem:
             log.error("%s: not enrolled: %s", label, problem)
             return False
+        from mobileface.identity.enrol import store
+
         stem = "take_pic-" + time.strftime("%Y%m%d-%H%M%S")
-        files = self.bank.add(self.name, [(face.jpeg(), ".jpg", stem, face.embedding,
-                                           face.quality)], self.enroller.model_id)
+        files = store(self.bank, self.name, [face.enrolment(stem)], self.enroller.model_id,
+                      warn=log.warning)
         self.saved += files
         log.info("%s: enrolled as %s (quality %.2f) -> %s", label, self.name, face.quality,
                  self.bank.folder / files[0])
-        flagged = [p.outliers for p in self.bank.people() if p.name == self.name]
-        if flagged and files[0] in flagged[0]:
-            log.warning("%s looks unlike the other pictures of %s: check that it is them",
-                        files[0], self.name)
         return True
 
 

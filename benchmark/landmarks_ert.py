@@ -12,16 +12,14 @@ Also checks that both give the same points. Prints a table, then one JSON line
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from mobileface.cli.common import median_ms
+from mobileface.cli.common import emit_json, median_ms
 from mobileface.errors import ImageError
 from mobileface.eval.bench import load_image
 from mobileface.models import registry
@@ -82,9 +80,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "landmarks_ert", "image": source, "runs": args.runs,
               "cpu_count": os.cpu_count(), "load_s": {"dlib": load_dlib, "ours": load_ours},
               "same_points_as_dlib": same, "rows": rows}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    emit_json(result, args.json_out)
     return 0
 
 

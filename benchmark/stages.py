@@ -17,16 +17,14 @@ this project's 2-core machine, from ../shared/models/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from mobileface.cli.common import median_ms
+from mobileface.cli.common import emit_json, median_ms
 from mobileface.errors import ImageError
 from mobileface.eval.bench import DATA, load_image
 from mobileface.pipeline.image import STAGES, FaceAnalyzer
@@ -117,9 +115,7 @@ def main(argv=None) -> int:
     result = {"benchmark": "stages", "image": source, "detection_frame": frame_source,
               "runs": args.runs,
               "cpu_count": os.cpu_count(), "rows": rows}
-    print(json.dumps(result))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    emit_json(result, args.json_out)
     return 0
 
 

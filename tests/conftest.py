@@ -54,3 +54,21 @@ def analyzer():
     from mobileface import FaceAnalyzer
 
     return FaceAnalyzer()
+
+
+@pytest.fixture(autouse=True)
+def _library_logging():
+    """The command lines set up the "mobileface" logger (their own handler, no propagation,
+    a level); a module-scoped fixture may have run one already. Each test starts and ends
+    with the library's plain loggers, so that caplog sees their records."""
+    import logging
+
+    def plain():
+        for name in ("mobileface", "mobileface.models.runtime"):
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = [], True
+            logger.setLevel(logging.NOTSET)
+
+    plain()
+    yield
+    plain()

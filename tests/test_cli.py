@@ -113,7 +113,8 @@ def test_threshold_is_dlibs():
     assert SAME_PERSON_DISTANCE == DISTANCE_THRESHOLD
 
 
-def test_models_lists_every_model(capsys):
+def test_models_lists_every_model(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILEFACE_CACHE", str(tmp_path))  # a cache in a known state: empty
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"] for r in rows}
@@ -121,6 +122,7 @@ def test_models_lists_every_model(capsys):
     for row in rows:
         assert row["status"] == "ok" and len(row["sha256"]) == 64
         assert row["package"] and row["licence"] and row["file"]
+    assert {r["name"]: r["cache"] for r in rows}["dlib_resnet_v1"].startswith("not converted")
     assert main(["models"]) == 0
     assert "face-recognition-models==0.3.0" in capsys.readouterr().out
 

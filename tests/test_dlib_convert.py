@@ -149,7 +149,9 @@ def test_converted_model_is_cached(monkeypatch, tmp_path, dat_path):
     digest = registry.sha256_file(dat_path)
     assert first == tmp_path / f"dlib_resnet_v1-{digest[:16]}.onnx"
     assert first.is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temp file left
+    record = registry.record_path(first)                            # its sha256 record
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, record.name]  # no temp
+    assert registry.check_cached(first, source_sha256=digest) == "ok"
     stamp = first.stat().st_mtime_ns
 
     calls = []

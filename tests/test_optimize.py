@@ -22,13 +22,15 @@ FIVE = ["Aaron_Peirsol", "Aaron_Sorkin", "Abdel_Nasser_Assidi", "Barbara_Walters
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """A private model cache holding a link to the converted float model."""
+    """A private model cache holding links to the converted float model and its record."""
     from mobileface.convert.dlib_resnet import converted_model_path
+    from mobileface.models.registry import record_path
 
     float_model = converted_model_path()
     folder = tmp_path / "cache"
     folder.mkdir()
-    (folder / float_model.name).symlink_to(float_model)
+    for path in (float_model, record_path(float_model)):
+        (folder / path.name).symlink_to(path)
     monkeypatch.setenv("MOBILEFACE_CACHE", str(folder))
     return folder
 
@@ -74,6 +76,17 @@ def test_optimize_five_people_then_load_dlib_int8(cache, tmp_path, capsys, astro
     stage = create_embedder(INT8_EMBEDDER)
     assert stage.model_id.startswith("dlib_resnet_v1-int8:")
     assert stage.model_id != create_embedder("dlib").model_id
+    # `mobileface verify` with it: dlib's euclidean measure, no spec needed
+    import cv2
+
+    from mobileface.cli.main import main
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut_bgr)
+    assert main(["-q", "verify", str(photo), str(photo), "--embedder", INT8_EMBEDDER,
+                 "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["metric"], verdict["same_person"]) == ("distance", True)
+    assert verdict["model_id"] == stage.model_id
 
     # the guard: a failed check, an altered file or a stale report is refused
     saved = sidecar.read_text()

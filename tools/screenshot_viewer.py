@@ -9,7 +9,7 @@ NAME=PHOTO`` is enrolled into it through the window's facebank panel before the
 clip starts, so that the names show. The defaults use the project's shared
 test data (``$MOBILEFACE_SHARED`` or ../shared): seconds 3.5 to 9.5 of
 short_hamilton_clip.mp4, with Lin-Manuel Miranda enrolled from his photo.
-The window's settings go to a temporary .ini (the user's are not touched).
+The window's settings go to a temporary viewer.json (the user's are not touched).
 """
 from __future__ import annotations
 
@@ -84,8 +84,6 @@ def wait_until(app, condition, timeout: float, step: float = 0.05) -> bool:
 
 
 def shoot(args, workdir: Path) -> int:
-    from PyQt6.QtCore import QSettings
-
     from mobileface.gui.app import application
     from mobileface.gui.qtenv import QtStartError, prepare
     from mobileface.gui.window import MainWindow
@@ -97,9 +95,8 @@ def shoot(args, workdir: Path) -> int:
         return 2
     app = application()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    settings = QSettings(str(workdir / "viewer.ini"), QSettings.Format.IniFormat)
     facebank = Path(args.facebank) if args.facebank else workdir / "facebank"
-    window = MainWindow(settings, facebank)
+    window = MainWindow(workdir / "viewer.json", facebank)
     window.overlay_boxes["pose_axes"].setChecked(True)
     window.resize(width, height)
     window.move(0, 0)
@@ -147,6 +144,14 @@ def shoot(args, workdir: Path) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args)
+    from mobileface.io.video import is_live
+
+    files = ([] if is_live(args.source) else [Path(args.source)]) + ([] if args.enrol else [PHOTO])
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        log.error("error: %s is absent: give -f and --enrol, or set MOBILEFACE_SHARED to the "
+                  "shared test data folder", missing[0])
+        return 2
     xvfb = None
     try:
         if args.display:

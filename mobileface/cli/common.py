@@ -59,9 +59,24 @@ def shared_data(relative: str = "") -> Path:
 # options
 
 
-def add_logging_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+def add_logging_options(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """-v/--verbose and -q/--quiet. ``inherited``: on a subcommand, where leaving them out
+    must keep what was given before the subcommand (argparse would reset it to False)."""
+    default = argparse.SUPPRESS if inherited else False
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="log only errors")
+
+
+def share_logging_options(parser: argparse.ArgumentParser) -> None:
+    """Let -v/-q stand after any subcommand too (``mobileface analyze x.jpg -v``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--verbose" not in sub._option_string_actions:
+                    add_logging_options(sub, inherited=True)
+                share_logging_options(sub)
 
 
 def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,

@@ -53,12 +53,19 @@ def add_parser(sub) -> None:
     add_model_options(cal)
 
 
-def open_facebank(args, outlier_threshold: float | None = None):
+def open_facebank(args, outlier_threshold: float | None = None, read_only: bool | None = None):
     """The facebank of --facebank; pictures far from their person are flagged against
-    ``outlier_threshold`` (the embedder's recognition threshold) when it is given."""
+    ``outlier_threshold`` (the embedder's recognition threshold) when it is given.
+
+    read_only: True for the commands that only read (nothing is created or changed,
+    and a facebank that cannot be written still lists); None: read-only only when the
+    folder cannot be written. The --embedder given goes into the re-embed command that
+    errors print, so that it works as printed.
+    """
     from mobileface.identity.facebank import Facebank
 
-    return Facebank(args.facebank or default_facebank(), outlier_threshold=outlier_threshold)
+    return Facebank(args.facebank or default_facebank(), outlier_threshold=outlier_threshold,
+                    read_only=read_only, embedder=getattr(args, "embedder", None))
 
 
 def enroller(args):
@@ -79,7 +86,7 @@ def run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    with open_facebank(args) as bank:
+    with open_facebank(args, read_only=True) as bank:
         people = bank.people()
     if args.json:
         print(json.dumps([{"name": p.name, "images": p.images, "flagged": p.outliers,
@@ -96,14 +103,15 @@ def cmd_list(args) -> int:
 
 def cmd_add(args) -> int:
     from mobileface.errors import MobileFaceError
-    from mobileface.identity.facebank import check_name
+    from mobileface.identity.facebank import check_name, check_suffix
     from mobileface.io.image import read_image
 
-    check_name(args.name)
+    name = check_name(args.name)      # as the facebank stores it (NFC)
     enrol = enroller(args)
     enrolments, failures = [], 0
     for path in args.images:
         try:
+            check_suffix(Path(path).suffix, path)
             face = enrol.embed_image(read_image(path), path, "best" if args.largest else "refuse")
             data = Path(path).read_bytes()
         except (MobileFaceError, OSError) as exc:
@@ -114,12 +122,11 @@ def cmd_add(args) -> int:
                            face.quality))
     if enrolments:
         with open_facebank(args, enrol.threshold) as bank:
-            files = bank.add(args.name, enrolments, enrol.model_id)
-            flagged = [f for p in bank.people() if p.name == args.name for f in p.outliers]
-        print(f"added {len(files)} picture(s) of {args.name}")
+            files = bank.add(name, enrolments, enrol.model_id)
+            flagged = [f for p in bank.people() if p.name == name for f in p.outliers]
+        print(f"added {len(files)} picture(s) of {name}")
         for file in flagged:
-            log.warning("%s is far from the other pictures of %s: likely a mistake", file,
-                        args.name)
+            log.warning("%s is far from the other pictures of %s: likely a mistake", file, name)
     return 1 if failures else 0
 
 
@@ -179,7 +186,7 @@ def cmd_calibrate(args) -> int:
     from mobileface.models.runtime import RuntimeConfig
 
     embedder = create_embedder(args.embedder, RuntimeConfig())
-    with open_facebank(args) as bank:
+    with open_facebank(args, read_only=True) as bank:
         genuine, impostor = bank.pairs(embedder.model_id)
     if len(genuine) == 0 or len(impostor) == 0:
         raise FacebankError("calibrate needs at least two people and two pictures of one "

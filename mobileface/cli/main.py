@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from mobileface.cli.common import (add_logging_options, add_model_options, analyzer_options,
-                     configure_logging, run_main)
+                                   configure_logging, run_main, share_logging_options)
 from mobileface.cli import facebank as facebank_cli
 from mobileface.errors import MobileFaceError
 
@@ -28,8 +29,11 @@ def default_prog() -> str:
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog or default_prog(),
-                                     description="Face detection, landmarks, pose, attributes "
-                                                 "and embeddings on images.")
+                                     description="Real-time face analytics: detection, landmarks, "
+                                                 "pose, attributes and recognition on images "
+                                                 "(analyze, verify), the facebank of enrolled "
+                                                 "people, the models, and the desktop viewer "
+                                                 "(gui). Video: apps/infer_on_video.py.")
     add_logging_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -67,6 +71,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     viewer = sub.add_parser("gui", help="open the desktop viewer (live recognition, facebank, "
                                         "unknown faces)")
     gui.add_arguments(viewer)
+    share_logging_options(parser)
     return parser
 
 
@@ -111,11 +116,14 @@ def cmd_analyze(args) -> int:
             failures += 1
             log.error("%s", exc)
             if args.json:
-                print(json.dumps({"image": path, "error": str(exc), "faces": []}), flush=True)
+                print(json.dumps({"image": path, "error": str(exc), "faces": []},
+                                 allow_nan=False), flush=True)
             continue
         if args.json:
             records = faces.to_records(include_embedding=not args.no_embedding)
-            print(json.dumps({"image": path, "faces": records}), flush=True)
+            # to_records gives None for unknown values; allow_nan=False makes sure no NaN
+            # (not JSON) is ever printed, should one slip past it
+            print(json.dumps({"image": path, "faces": records}, allow_nan=False), flush=True)
         else:
             _print_table(path, faces)
     return 1 if failures else 0
@@ -126,9 +134,15 @@ def _print_table(path: str, faces) -> None:
     for i, rec in enumerate(faces.to_records(include_embedding=False)):
         x1, y1, x2, y2 = (round(v) for v in rec["box"])
         pose = rec["pose"]
-        print(f"  #{i} box=({x1},{y1},{x2},{y2}) score={rec['score']:.3f} "
-              f"yaw={pose['yaw']:+.1f} pitch={pose['pitch']:+.1f} roll={pose['roll']:+.1f} "
-              f"age={rec['age']:.0f} gender={rec['gender']} quality={rec['quality']:.2f}")
+        print(f"  #{i} box=({x1},{y1},{x2},{y2}) score={_shown(rec['score'], '.3f')} "
+              f"yaw={_shown(pose['yaw'], '+.1f')} pitch={_shown(pose['pitch'], '+.1f')} "
+              f"roll={_shown(pose['roll'], '+.1f')} age={_shown(rec['age'], '.0f')} "
+              f"gender={rec['gender'] or '?'} quality={_shown(rec['quality'], '.2f')}")
+
+
+def _shown(value, spec: str) -> str:
+    """A number of the table, or "?" where it is unknown (a pose solvePnP could not find)."""
+    return "?" if value is None else format(value, spec)
 
 
 def _largest_face_embedding(analyzer, path):
@@ -145,32 +159,21 @@ def cmd_verify(args) -> int:
 
     from mobileface.vectors import normalise
 
-    if args.threshold is not None and args.embedder == "dlib" and args.threshold <= 0:
-        raise MobileFaceError("--threshold must be positive")
-    if args.threshold is not None and args.embedder != "dlib" and not -1 <= args.threshold <= 1:
-        raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise MobileFaceError("--threshold must be a finite number")
     analyzer = _analyzer(args, stages=("embed",))
     embedder = next(s for s in analyzer.stages if s.name == "embed")
+    metric, threshold = _verify_threshold(embedder, args.threshold)
     a = _largest_face_embedding(analyzer, args.image_a)
     b = _largest_face_embedding(analyzer, args.image_b)
     distance = float(np.linalg.norm(a - b))
     similarity = float(normalise(a) @ normalise(b))
-    if args.embedder == "dlib":
-        metric, threshold = "distance", args.threshold or SAME_PERSON_DISTANCE
-        same = distance < threshold
-    else:
-        metric = "similarity"
-        threshold = args.threshold if args.threshold is not None \
-            else embedder.spec.cosine_threshold
-        if threshold is None:
-            raise MobileFaceError(f"embedder {embedder.spec.name!r} has no cosine_threshold in "
-                                  "its spec: give --threshold")
-        same = similarity >= threshold
+    same = distance < threshold if metric == "distance" else similarity >= threshold
     result = {"image_a": args.image_a, "image_b": args.image_b, "distance": round(distance, 4),
               "similarity": round(similarity, 4), "threshold": threshold, "metric": metric,
               "same_person": same, "model_id": embedder.model_id}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
     else:
         verdict = "same person" if same else "different people"
         print(f"distance={distance:.4f} similarity={similarity:.4f} "
@@ -178,7 +181,33 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _verify_threshold(embedder, given: float | None) -> tuple[str, float]:
+    """("distance" or "similarity", the threshold) for ``embedder``.
+
+    Asked of the embedder itself, not of the --embedder text: dlib's network
+    (float or int8) has a euclidean ``distance_threshold``; the others have
+    None there and compare by cosine, from their ``threshold`` (a spec's
+    cosine_threshold). Every embedder has both attributes, none needs a spec.
+    """
+    distance = getattr(embedder, "distance_threshold", None)
+    if distance is not None:
+        if given is not None and given <= 0:
+            raise MobileFaceError("--threshold must be positive (a euclidean distance)")
+        return "distance", given if given is not None else distance
+    if given is not None:
+        if not -1 <= given <= 1:
+            raise MobileFaceError("--threshold must be a cosine similarity in [-1, 1]")
+        return "similarity", given
+    if getattr(embedder, "threshold", None) is None:
+        raise MobileFaceError(f"embedder {embedder.model_id!r} has no cosine_threshold in its "
+                              "spec: give --threshold")
+    return "similarity", embedder.threshold
+
+
 def cmd_models(args) -> int:
+    """Every model of the manifest with its source, licence and status; exit 1 unless all
+    are "ok". A converted model whose cache is damaged or replaced shows "cache: <problem>,
+    will be converted again" (the next use repairs it, but someone should know)."""
     from mobileface.models import registry
 
     rows = []
@@ -187,18 +216,35 @@ def cmd_models(args) -> int:
             path = str(registry.locate(spec))
         except MobileFaceError:
             path = ""
+        cache, cache_ok = _cache_status(name)
+        status = registry.status(name)
+        if status == "ok" and not cache_ok:
+            status = f"cache: {cache}"
         rows.append({"name": name, "task": spec.task, "package": f"{spec.package}=={spec.version}",
                      "file": spec.file, "path": path, "sha256": spec.sha256,
-                     "licence": spec.licence, "status": registry.status(name)})
+                     "licence": spec.licence, "status": status, "cache": cache})
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, allow_nan=False))
         return 0 if all(r["status"] == "ok" for r in rows) else 1
     for r in rows:
         print(f"{r['name']:<26} {r['task']:<11} {r['package']:<32} {r['status']}")
         print(f"{'':<26} file    {r['file']}")
         print(f"{'':<26} sha256  {r['sha256']}")
+        if r["cache"] is not None:
+            print(f"{'':<26} cache   {r['cache']}")
         print(f"{'':<26} licence {r['licence']}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _cache_status(name: str) -> tuple[str | None, bool]:
+    """The converted copy's state for a model used through a conversion (None for the
+    others), and whether it is fine: verified, or not converted yet."""
+    from mobileface.convert import dlib_resnet
+
+    if name != dlib_resnet.MODEL_NAME:
+        return None, True
+    text = dlib_resnet.cache_status()
+    return text, text in ("ok", dlib_resnet.NOT_CONVERTED)
 
 
 def cmd_gui(args) -> int:

@@ -33,8 +33,7 @@ network does not normalise its output.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,8 @@ import numpy as np
 
 from mobileface.models import registry
 from mobileface.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = "dlib_resnet_v1"
 INPUT_NAME = "images"
@@ -517,12 +518,20 @@ def convert(dat_path) -> "onnx.ModelProto":  # noqa: F821
     return build_onnx(parse(data, path.name))
 
 
+#: bumped whenever the converter writes a different graph, so that caches it made are redone
+CONVERTER_VERSION = 1
+
+
 def converted_model_path(dat_path=None) -> Path:
     """The cached ONNX file for ``dat_path`` (default: the verified registry model).
 
     Converted on first use and kept at ``registry.cache_dir()`` under a name keyed
-    by the sha256 of the source file; written to a temporary file then renamed,
-    so an interrupted conversion never leaves a partial file behind.
+    by the sha256 of the source file, with a record of the ONNX file's own sha256
+    beside it (:func:`registry.write_cached`; each file written to a temporary
+    file then renamed, so an interrupted conversion never leaves a partial file
+    behind). The cached file is checked against its record on every call: one
+    damaged on disk or replaced by another model (which would still load, and
+    give other people's embeddings or NaN) is converted again, never used.
     """
     if dat_path is None:
         source = registry.verified_path(MODEL_NAME)
@@ -533,30 +542,49 @@ def converted_model_path(dat_path=None) -> Path:
             raise ModelError(f"dlib network file {source} does not exist")
         digest = registry.sha256_file(source)
     cache = registry.cache_dir()
-    target = cache / f"{MODEL_NAME}-{digest[:16]}.onnx"
-    if target.is_file():
+    target = _cache_target(cache, digest)
+    state = registry.check_cached(target, **_record_facts(digest))
+    if state == "ok":
         return target
+    if state != "missing":
+        log.warning("the cached model %s cannot be trusted (%s: damaged, replaced or left by "
+                    "an older version); converting again", target, state)
     model = convert(source)
     try:
-        _write_atomically(model.SerializeToString(), target)
+        registry.write_cached(model.SerializeToString(), target, **_record_facts(digest))
     except OSError as exc:
         raise ModelError(f"cannot write the converted model to {cache} ({exc.strerror}); "
                          "set MOBILEFACE_CACHE to a writable folder") from None
     return target
 
 
-def _write_atomically(data: bytes, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+#: what cache_status says before the first conversion
+NOT_CONVERTED = "not converted yet (converted on first use)"
+
+
+def cache_status() -> str:
+    """The registry model's cache as ``mobileface models`` shows it: "ok", "not converted
+    yet (converted on first use)" or "<problem>, will be converted again".
+
+    Looks without converting, and without creating the cache folder.
+    """
+    digest = registry.get_spec(MODEL_NAME).sha256
+    state = registry.check_cached(_cache_target(registry.default_cache_dir(), digest),
+                                  **_record_facts(digest))
+    if state == "missing":
+        return NOT_CONVERTED
+    return state if state == "ok" else f"{state}, will be converted again"
+
+
+def _cache_target(cache: Path, digest: str) -> Path:
+    return cache / f"{MODEL_NAME}-{digest[:16]}.onnx"
+
+
+def _record_facts(digest: str) -> dict:
+    """What the record of a converted file must say besides its sha256: the whole source
+    sha256 (the name holds 16 digits of it) and the converter that wrote it."""
+    return {"source_sha256": digest, "converter": CONVERTER_VERSION}
+
+
+#: kept for mobileface.convert.mxnet, which writes its models the same way
+_write_atomically = registry.write_atomically

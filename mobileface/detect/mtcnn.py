@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from mobileface.models import registry
-from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
 from mobileface.types import Faces
 from mobileface.detect.base import Detector
 from mobileface.detect.boxes import clip_boxes, nms
@@ -161,6 +161,8 @@ class MTCNNDetector(Detector):
             canvas[y:y + lvl.shape[0], x:x + lvl.shape[1]] = _normalise(lvl)
         # P-net sees the transposed image; transpose its maps back to (rows, cols)
         reg, prob = self.pnet.run(None, {"input_1": canvas.transpose(1, 0, 2)[None]})
+        # NaN from a damaged net: checked here, or its faces would vanish without a word
+        reg, prob = finite_output(reg, "mtcnn_pnet"), finite_output(prob, "mtcnn_pnet")
         prob = prob[0, :, :, 1].T
         reg = reg[0].transpose(1, 0, 2)
         all_boxes, all_scores, all_reg = [], [], []
@@ -233,7 +235,8 @@ class MTCNNDetector(Detector):
         crop_scales = np.array([1.0] + [s for s in scales if s < 1.0], np.float32)
 
         # stage 2: R-net
-        reg, prob = self.rnet.run(None, {"input_2": self._crops(crop_levels, crop_scales, boxes, 24)})
+        reg, prob = (finite_output(out, "mtcnn_rnet") for out in self.rnet.run(
+            None, {"input_2": self._crops(crop_levels, crop_scales, boxes, 24)}))
         scores = prob[:, 1]
         passed = np.flatnonzero(scores > self.stage_thresholds[1])
         if len(passed) == 0:
@@ -243,8 +246,8 @@ class MTCNNDetector(Detector):
         boxes = _square(_regress(boxes[keep], reg[keep]))
 
         # stage 3: O-net
-        reg, points, prob = self.onet.run(
-            None, {"input_3": self._crops(crop_levels, crop_scales, boxes, 48)})
+        reg, points, prob = (finite_output(out, "mtcnn_onet") for out in self.onet.run(
+            None, {"input_3": self._crops(crop_levels, crop_scales, boxes, 48)}))
         scores = prob[:, 1]
         passed = np.flatnonzero(scores > self.score_threshold)
         if len(passed) == 0:

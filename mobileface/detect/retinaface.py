@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from mobileface.models import registry
-from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
 from mobileface.types import Faces
 from mobileface.detect.base import Detector
 from mobileface.detect.boxes import clip_boxes, nms
@@ -96,12 +96,15 @@ class RetinaFaceDetector(Detector):
     def detect(self, image: np.ndarray) -> Faces:
         blob, scale = self._prepare(image)
         loc, conf, kps = self.session.run(None, {"input": blob})
-        scores = conf[0, :, 1]
+        # A damaged network gives NaN: its scores would drop every face without a word
+        # (NaN >= threshold is False) and its offsets would give NaN boxes.
+        scores = finite_output(conf, self.name)[0, :, 1]
         candidates = np.flatnonzero(scores >= self.score_threshold)
         if len(candidates) == 0:
             return Faces.empty()
         prior = priors(*blob.shape[2:])[candidates]
-        boxes, points = decode(loc[0, candidates], kps[0, candidates], prior)
+        boxes, points = decode(finite_output(loc[0, candidates], self.name),
+                               finite_output(kps[0, candidates], self.name), prior)
         keep = nms(boxes, scores[candidates], self.nms_threshold)[: self.max_faces]
         boxes = clip_boxes(boxes[keep] / scale, image.shape[1], image.shape[0])
         return Faces(boxes, scores[candidates][keep], kps5=(points[keep] / scale).astype(np.float32))

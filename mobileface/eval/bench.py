@@ -36,7 +36,8 @@ def load_image(path: str | None) -> tuple[np.ndarray, str]:
         return read_image(path), path
     from skimage import data
 
-    log.debug("%s is absent: timing on scikit-image's astronaut", DEFAULT_IMAGE)
+    log.warning("%s is absent (set MOBILEFACE_SHARED to the shared folder): timing on "
+                "scikit-image's astronaut", DEFAULT_IMAGE)
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
 
 

@@ -13,9 +13,15 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from mobileface.detect import DETECTORS
+
 #: RetinaFace input size for the live view (the longer frame side is scaled to it)
 VIEWER_DET_SIZE = 480
 DET_SIZES = (320, 480, 640)
+#: the detectors the viewer offers (the first is the default)
+VIEWER_DETECTORS = DETECTORS
+#: the match threshold's range in the viewer (its slider's, cosine similarity)
+THRESHOLD_RANGE = (0.50, 1.00)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--duration", type=float, default=None,
                         help="video files: play this many seconds (default: to the end)")
     add_facebank_option(parser)
-    parser.add_argument("--detector", choices=("retinaface", "mtcnn"), default=None,
+    parser.add_argument("--detector", choices=VIEWER_DETECTORS, default=None,
                         help="face detector (default: the remembered choice, else retinaface)")
     parser.add_argument("--det-size", type=int, choices=DET_SIZES, default=None,
                         help=f"RetinaFace input size (default: the remembered choice, "
@@ -38,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-th", "--threshold", type=float, default=None,
                         help="cosine similarity a match must reach (default: the remembered "
                              "value, else the embedder's)")
-    parser.add_argument("--settings", metavar="INI",
-                        help="keep the viewer's settings in this .ini file instead of the "
-                             "user's Qt settings")
+    parser.add_argument("--settings", metavar="JSON",
+                        help="keep the viewer's settings in this JSON file (default: "
+                             "$XDG_CONFIG_HOME/mobileface/viewer.json, else "
+                             "~/.config/mobileface/viewer.json)")
     parser.add_argument("--quit-after", type=float, default=None, metavar="SECONDS",
                         help=argparse.SUPPRESS)  # start-up checks: close the window after this
 

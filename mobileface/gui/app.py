@@ -3,26 +3,30 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from mobileface.cli.common import default_facebank
 from mobileface.errors import MobileFaceError
+from mobileface.gui import THRESHOLD_RANGE
 from mobileface.gui.qtenv import QtStartError, prepare
 
 log = logging.getLogger("mobileface")
 
 
 def _validate(args) -> None:
-    if args.threshold is not None and not 0.5 <= args.threshold <= 1.0:
-        raise MobileFaceError(f"-th/--threshold must be in [0.5, 1] for the viewer, "
+    low, high = THRESHOLD_RANGE
+    if args.threshold is not None and not low <= args.threshold <= high:
+        raise MobileFaceError(f"-th/--threshold must be in [{low:g}, {high:g}] for the viewer, "
                               f"got {args.threshold}")
     if args.begin < 0 or not math.isfinite(args.begin):
         raise MobileFaceError(f"-b/--begin must be >= 0 seconds, got {args.begin}")
     if args.duration is not None and not args.duration > 0:
         raise MobileFaceError(f"-d/--duration must be > 0 seconds, got {args.duration}")
     if args.settings is not None and Path(args.settings).is_dir():
-        raise MobileFaceError(f"--settings {args.settings} is a folder, not an .ini file")
+        raise MobileFaceError(f"--settings {args.settings} is a folder, not a settings file")
 
 
 def application():
@@ -45,15 +49,14 @@ def run(args) -> int:
     except (MobileFaceError, QtStartError) as exc:
         log.error("error: %s", exc)
         return 2
-    from PyQt6.QtCore import QSettings, QTimer
+    from PyQt6.QtCore import QTimer
 
+    from mobileface.gui.settings import ViewerSettings
     from mobileface.gui.window import MainWindow
 
     app = application()
-    settings = QSettings(str(args.settings), QSettings.Format.IniFormat) if args.settings \
-        else QSettings("MobileFace", "viewer")
     try:
-        window = MainWindow(settings, args.facebank or default_facebank(),
+        window = MainWindow(ViewerSettings(args.settings), args.facebank or default_facebank(),
                             detector=args.detector, det_size=args.det_size,
                             threshold=args.threshold)
     except MobileFaceError as exc:
@@ -61,12 +64,46 @@ def run(args) -> int:
         return 2
     previous_hook = sys.excepthook
     sys.excepthook = window.report_unhandled    # PyQt6 would abort on an unhandled error
+    received: list[int] = []
     try:
         window.show()
         if args.source:
             window.guard(lambda: window.start_source(args.source, args.begin, args.duration))()
         if args.quit_after is not None:
             QTimer.singleShot(int(1000 * args.quit_after), window.close)
-        return app.exec()
+        with _close_on_signals(window, received):
+            code = app.exec()
     finally:
         sys.excepthook = previous_hook
+    if received:
+        log.error("interrupted by %s: the viewer closed", signal.Signals(received[0]).name)
+        return 128 + received[0]
+    return code
+
+
+@contextmanager
+def _close_on_signals(window, received: list[int]):
+    """SIGTERM, SIGHUP and Ctrl-C close the window as its close button does (runs stop,
+    the facebank service ends, the settings are saved) instead of killing the process;
+    the first one is appended to ``received``, for the exit status.
+
+    Python runs signal handlers only between its own bytecodes, and Qt's event loop is
+    C++: a timer gives the interpreter a moment five times a second.
+    """
+    from PyQt6.QtCore import QTimer
+
+    from mobileface.pipeline.runner import on_signals
+
+    def close(signum: int) -> None:
+        if not received:
+            received.append(signum)
+        QTimer.singleShot(0, window.close)
+
+    poke = QTimer()
+    poke.timeout.connect(lambda: None)
+    poke.start(200)
+    try:
+        with on_signals(close):
+            yield
+    finally:
+        poke.stop()

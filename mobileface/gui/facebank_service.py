@@ -164,8 +164,11 @@ class FacebankService(QObject):
         except OSError:
             return None
         if key not in self._thumbs:
-            image = cv2.imread(str(path))
-            if image is None:
+            from mobileface.io.image import read_image
+
+            try:   # the same limits as every image read (a huge or special file is refused)
+                image = read_image(path)
+            except MobileFaceError:
                 return None
             self._thumbs[key] = thumbnail(image)
         return self._thumbs[key]

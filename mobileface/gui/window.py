@@ -9,10 +9,11 @@ instead of ending the application.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QSettings, QSize, Qt, QTimer
+from PyQt6.QtCore import QByteArray, QSize, Qt, QTimer
 from PyQt6.QtGui import QIcon, QPixmap
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
                              QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -23,8 +24,9 @@ from mobileface.outputs.annotators import OverlayOptions
 from mobileface.stages.embed.dlib_resnet import DLIB_THRESHOLD
 from mobileface.errors import MobileFaceError
 from mobileface.io.video import parse_source
-from mobileface.gui import DET_SIZES, VIEWER_DET_SIZE
+from mobileface.gui import DET_SIZES, THRESHOLD_RANGE, VIEWER_DET_SIZE, VIEWER_DETECTORS
 from mobileface.gui.facebank_service import FacebankService
+from mobileface.gui.settings import ViewerSettings
 from mobileface.gui.unknowns import UnknownFaces
 from mobileface.gui.widgets import TrackTable, VideoView, face_at
 from mobileface.pipeline.slot import LatestSlot
@@ -32,8 +34,7 @@ from mobileface.gui.worker import PipelineHolder, Progress, RunRequest, RunThrea
 
 log = logging.getLogger(__name__)
 
-#: the threshold slider's range (cosine similarity) and step
-THRESHOLD_RANGE = (0.50, 1.00)
+#: the threshold slider's step (its range, THRESHOLD_RANGE, is the command line's too)
 THRESHOLD_STEP = 0.005
 RECENT_SOURCES = 10
 OVERLAYS = (("boxes", "Boxes", True), ("labels", "Names, ids, age and gender", True),
@@ -44,13 +45,15 @@ VIDEO_FILTER = "Videos (*.mp4 *.avi *.mkv *.mov *.m4v *.webm);;All files (*)"
 
 
 class MainWindow(QMainWindow):
-    """The viewer. ``settings`` keeps the choices between runs (tests give a temporary .ini)."""
+    """The viewer. ``settings`` keeps the choices between runs: a :class:`ViewerSettings`,
+    the path of its JSON file, or None for the user's (tests give a temporary file)."""
 
-    def __init__(self, settings: QSettings, facebank: str | Path, detector: str | None = None,
+    def __init__(self, settings: ViewerSettings | str | os.PathLike | None,
+                 facebank: str | Path, detector: str | None = None,
                  det_size: int | None = None, threshold: float | None = None,
                  holder: PipelineHolder | None = None):
         super().__init__()
-        self.settings = settings
+        self.settings = settings_store(settings)
         self.facebank_folder = Path(facebank)
         self.setWindowTitle("MobileFace viewer")
         #: keeps the loaded pipeline between runs (windows may share one, one run at a time)
@@ -255,7 +258,7 @@ class MainWindow(QMainWindow):
         form.addRow("", QLabel("cosine similarity a face must reach to be named "
                                f"(default {DLIB_THRESHOLD:.2f}); applies at once"))
         self.detector_box = QComboBox()
-        self.detector_box.addItems(["retinaface", "mtcnn"])
+        self.detector_box.addItems(VIEWER_DETECTORS)
         form.addRow("Detector:", self.detector_box)
         self.det_size_box = QComboBox()
         self.det_size_box.addItems([str(s) for s in DET_SIZES])
@@ -277,46 +280,49 @@ class MainWindow(QMainWindow):
     # -- settings ---------------------------------------------------------------------------
 
     def _load_settings(self, detector, det_size, threshold) -> None:
+        """The remembered choices, each checked by the store; the command line's win."""
         s = self.settings
         self._loading = True
         try:
-            recent = s.value("source/recent", "", type=str)
-            self.source_box.addItems([r for r in recent.split("\n") if r][:RECENT_SOURCES])
-            detector = detector or s.value("pipeline/detector", "retinaface", type=str)
-            self.detector_box.setCurrentText(detector if detector in ("retinaface", "mtcnn")
-                                             else "retinaface")
-            det_size = det_size or s.value("pipeline/det_size", VIEWER_DET_SIZE, type=int)
+            self.source_box.addItems(s.texts("recent_sources", RECENT_SOURCES))
+            detector = detector or s.text("detector", VIEWER_DETECTORS[0], VIEWER_DETECTORS)
+            self.detector_box.setCurrentText(detector if detector in VIEWER_DETECTORS
+                                             else VIEWER_DETECTORS[0])
+            det_size = det_size or s.integer("det_size", VIEWER_DET_SIZE, DET_SIZES)
             self.det_size_box.setCurrentText(str(det_size if det_size in DET_SIZES
                                                  else VIEWER_DET_SIZE))
             if threshold is None:
-                threshold = s.value("pipeline/threshold", DLIB_THRESHOLD, type=float)
-                threshold = min(max(threshold, THRESHOLD_RANGE[0]), THRESHOLD_RANGE[1])
+                threshold = s.number("threshold", DLIB_THRESHOLD, *THRESHOLD_RANGE)
             self.set_threshold(threshold)
             for key, _, default in OVERLAYS:
-                self.overlay_boxes[key].setChecked(s.value(f"overlay/{key}", default, type=bool))
-            self.realtime_box.setChecked(s.value("playback/realtime", True, type=bool))
-            geometry = s.value("window/geometry")
-            if geometry is not None:
-                self.restoreGeometry(geometry)
+                self.overlay_boxes[key].setChecked(s.flag(f"overlay.{key}", default))
+            self.realtime_box.setChecked(s.flag("realtime", True))
+            self._restore_geometry(s.data("window_geometry"))
         finally:
             self._loading = False
         self._threshold_moved()
         self._save_settings()
 
+    def _restore_geometry(self, geometry: bytes | None) -> None:
+        """Qt checks the bytes itself; bytes it refuses leave the default size."""
+        if geometry is not None and not self.restoreGeometry(QByteArray(geometry)):
+            log.warning("viewer settings %s: window_geometry is not a saved window "
+                        "geometry: using the default size", self.settings.path)
+
     def _save_settings(self) -> None:
         if getattr(self, "_loading", False):
             return
         s = self.settings
-        s.setValue("source/recent", "\n".join(self.source_box.itemText(i)
-                                               for i in range(self.source_box.count())))
-        s.setValue("pipeline/detector", self.detector_box.currentText())
-        s.setValue("pipeline/det_size", int(self.det_size_box.currentText()))
-        s.setValue("pipeline/threshold", self.threshold())
+        s.set("recent_sources", [self.source_box.itemText(i)
+                                 for i in range(self.source_box.count())])
+        s.set("detector", self.detector_box.currentText())
+        s.set("det_size", int(self.det_size_box.currentText()))
+        s.set("threshold", self.threshold())
         for key, box in self.overlay_boxes.items():
-            s.setValue(f"overlay/{key}", box.isChecked())
-        s.setValue("playback/realtime", self.realtime_box.isChecked())
-        s.setValue("window/geometry", self.saveGeometry())
-        s.sync()
+            s.set(f"overlay.{key}", box.isChecked())
+        s.set("realtime", self.realtime_box.isChecked())
+        s.set_data("window_geometry", bytes(self.saveGeometry()))
+        s.save()
 
     def threshold(self) -> float:
         return round(THRESHOLD_RANGE[0] + self.threshold_slider.value() * THRESHOLD_STEP, 3)
@@ -689,6 +695,16 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # closing must close
             log.debug("error while closing", exc_info=exc)
         super().closeEvent(event)
+
+
+def settings_store(settings) -> ViewerSettings:
+    """The window's settings store from what its caller gave: a store, a JSON path or None
+    (the user's). Never a QSettings: reading one is what unpickles (see :mod:`.settings`)."""
+    if isinstance(settings, ViewerSettings):
+        return settings
+    if settings is None or isinstance(settings, (str, os.PathLike)):
+        return ViewerSettings(settings)
+    raise TypeError(f"settings: a ViewerSettings or a path, not {type(settings).__name__}")
 
 
 class _Banner(QLabel):

@@ -3,7 +3,7 @@
 Layout (the InsightFace_Pytorch convention)::
 
     facebank/
-        facebank.sqlite        <- embeddings, qualities, hashes (this module)
+        facebank.sqlite        <- embeddings, qualities, hashes
         Barack Obama/          <- one folder per person: the photos are the truth
             obama.jpg
             take_pic-3f2a1c.jpg
@@ -16,88 +16,70 @@ anywhere. Every change is one transaction: a crash in the middle leaves the
 previous facebank as it was. The database runs in WAL mode, so a running
 pipeline keeps reading while another process adds, renames or removes people,
 and notices their commits through ``PRAGMA data_version``.
+
+Writers take turns: each change is a ``BEGIN IMMEDIATE`` transaction that waits
+(up to :data:`BUSY_TIMEOUT` seconds) for another writer to commit, and reads the
+rows again once it holds the lock, so two imports of the same folder at once
+both succeed and store each photo once. A change that copies photos (``add``)
+removes the photos it copied when its transaction fails, and one that moves a
+folder (``rename``, ``remove``) moves it last and back when the commit fails:
+the folder and the database never disagree.
+
+A facebank that cannot be written (a read-only mount, a folder of another
+user) is opened read-only: it can still be used to recognise.
+
+Every failure reaches the caller as a one-line :class:`FacebankError`.
+
+This module is the :class:`Facebank` that callers use, keeping the folder and
+the database in agreement; the parts it is made of live beside it:
+:mod:`~mobileface.identity.names` (what a person or a photo may be named),
+:mod:`~mobileface.identity.database` (the SQLite file: opening, schema,
+transactions), :mod:`~mobileface.identity.photos` (the photos on disk) and
+:mod:`~mobileface.identity.errors` (:class:`FacebankError`). The names other
+modules import from here (``check_name``, ``DB_NAME``, ``IMAGE_SUFFIXES``...)
+stay importable from here.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
+import shlex
 import sqlite3
-import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from mobileface.errors import MobileFaceError
+from mobileface.identity import photos
+from mobileface.identity.database import (APPLICATION_ID, BUSY_TIMEOUT, SCHEMA_VERSION,
+                                          UPSERT_IMAGE, Database, decode_embedding,
+                                          encode_embedding)
+from mobileface.identity.errors import FacebankError, os_error, shown
+from mobileface.identity.photos import sha256_bytes
 from mobileface.identity.gallery import Gallery, normalise
+from mobileface.identity.names import (DB_COMPANIONS, DB_NAME, IMAGE_SUFFIXES, MAX_STEM,
+                                       RESERVED_NAMES, TRASH, check_name, check_suffix)
+
+__all__ = ["APPLICATION_ID", "BUSY_TIMEOUT", "DB_COMPANIONS", "DB_NAME", "IMAGE_SUFFIXES",
+           "MAX_STEM", "RESERVED_NAMES", "SCHEMA_VERSION", "TRASH", "Facebank", "FacebankError",
+           "ImportReport", "Person", "check_name", "check_suffix", "reembed_command",
+           "sha256_bytes", "shown"]
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "facebank.sqlite"
-TRASH = ".trash"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS people (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS images (
-    id        INTEGER PRIMARY KEY,
-    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    file      TEXT NOT NULL,
-    sha256    TEXT NOT NULL,
-    model     TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    quality   REAL NOT NULL,
-    outlier   INTEGER NOT NULL DEFAULT 0,
-    added     REAL NOT NULL,
-    UNIQUE (person_id, file)
-);
-CREATE INDEX IF NOT EXISTS images_person ON images(person_id);
-"""
-
-
-class FacebankError(MobileFaceError):
-    """The facebank cannot do what was asked (bad name, unknown person, wrong model...)."""
-
-
-def check_name(name: str) -> str:
-    """A person's name, or FacebankError: it becomes a folder name, so no paths."""
-    if not isinstance(name, str) or not name.strip():
-        raise FacebankError("a name must not be empty")
-    name = name.strip()
-    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise FacebankError(f"name {name!r} must not contain a path separator")
-    if ".." in name:
-        raise FacebankError(f"name {name!r} must not contain '..'")
-    if name.startswith("."):
-        raise FacebankError(f"name {name!r} must not start with '.'")
-    if any(ord(c) < 32 for c in name) or "\x7f" in name:
-        raise FacebankError(f"name {name!r} must not contain control characters")
-    if len(name.encode()) > 200:
-        raise FacebankError("a name must be at most 200 bytes long")
-    return name
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def _vector(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+def reembed_command(folder, embedder: str | None) -> str:
+    """The command that re-embeds the facebank ``folder`` with ``embedder`` (the
+    --embedder spec), quoted so that it works when pasted into a shell."""
+    words = ["python", "-m", "mobileface", "facebank", "import", "--reembed",
+             "--facebank", str(folder)]
+    if embedder:
+        words += ["--embedder", str(embedder)]
+    return shlex.join(words)
 
 
 @dataclass
@@ -129,6 +111,21 @@ class _Row:
     quality: float
 
 
+def _embedder_of(model_id: str | None) -> str | None:
+    """The --embedder spec of a model id of dlib's embedders (the ones known by name);
+    None for another model, whose spec file only its user knows."""
+    if not model_id:
+        return None
+    from mobileface.convert.dlib_resnet import MODEL_NAME
+    from mobileface.stages.embed import DEFAULT_EMBEDDER, INT8_EMBEDDER
+
+    if model_id.startswith(f"{MODEL_NAME}-int8:"):
+        return INT8_EMBEDDER
+    if model_id.startswith(f"{MODEL_NAME}:"):
+        return DEFAULT_EMBEDDER
+    return None
+
+
 class Facebank:
     """A facebank folder and its database (created when missing).
 
@@ -137,44 +134,39 @@ class Facebank:
     be recognised as that person. Give the recognition threshold of
     the embedder in use (its ``threshold``); None checks nothing.
 
+    read_only: True opens the database for reading only (nothing is created or
+    changed; a folder without a database is an empty facebank); False needs
+    write access; None (the default) opens read-only when the folder or its
+    database cannot be written, so that a read-only facebank still recognises.
+    Changes to a read-only facebank are refused with a FacebankError.
+
+    embedder: the embedder spec the user gave (their --embedder), named in the
+    re-embed command that messages print, so that the command works as printed.
+
     One object may be shared between threads (calls are serialised); another
     process or another Facebank object on the same folder sees each change once
     it is committed (see :meth:`changed`).
     """
 
-    def __init__(self, folder: str | os.PathLike, outlier_threshold: float | None = None):
+    def __init__(self, folder: str | os.PathLike, outlier_threshold: float | None = None,
+                 read_only: bool | None = None, embedder: str | None = None):
         self.folder = Path(folder)
         self.outlier_threshold = outlier_threshold
-        if self.folder.exists() and not self.folder.is_dir():
-            raise FacebankError(f"facebank {self.folder} is a file, not a folder")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FacebankError(f"cannot create the facebank folder {self.folder} "
-                                f"({exc.strerror})") from None
+        self.embedder = embedder
         self.db_path = self.folder / DB_NAME
-        self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None,
-                                         check_same_thread=False)
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.executescript(_SCHEMA)
-            version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if version is None:
-                self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(version[0]) != SCHEMA_VERSION:
-                raise FacebankError(f"{self.db_path} has schema {version[0]}, "
-                                    f"this version reads {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise FacebankError(f"{self.db_path} is not a usable facebank database ({exc})") \
-                from None
-        self._data_version = self._version()
+        photos.prepare_folder(self.folder, create=read_only is not True)
+        why = photos.why_read_only(self.folder) if read_only is None else None
+        self.read_only = bool(read_only) or why is not None
+        self._read_only_reason = why or "opened for reading"
+        if why:
+            log.debug("facebank %s opened read-only: %s", shown(self.folder), why)
+        self._db = Database(self.db_path, read_only=self.read_only)
+        self._data_version = self._db.data_version()
 
     # -- plumbing ------------------------------------------------------------
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> "Facebank":
         return self
@@ -182,35 +174,33 @@ class Facebank:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _check_writable(self, doing: str) -> None:
+        if self.read_only:
+            raise FacebankError(f"facebank {shown(self.folder)} is read-only "
+                                f"({self._read_only_reason}): cannot {doing}")
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A change: the database's ``BEGIN IMMEDIATE`` transaction
+        (:meth:`~mobileface.identity.database.Database.transaction`), refused first
+        when the facebank is read-only."""
+        self._check_writable("change it")
+        return self._db.transaction()
 
-    def _version(self) -> int:
-        return int(self._query("PRAGMA data_version")[0][0])
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The SQLite connection, for tests that reach under the facebank."""
+        return self._db.conn
 
     def changed(self) -> bool:
         """True once after another connection (process) committed a change."""
-        version = self._version()
+        version = self._db.data_version()
         if version != self._data_version:
             self._data_version = version
             return True
         return False
 
     def _person_id(self, name: str) -> int | None:
-        rows = self._query("SELECT id FROM people WHERE name = ?", (name,))
+        rows = self._db.query("SELECT id FROM people WHERE name = ?", (name,))
         return int(rows[0][0]) if rows else None
 
     def _ensure_person(self, conn, name: str) -> int:
@@ -224,9 +214,9 @@ class Facebank:
 
     def people(self) -> list[Person]:
         out = []
-        for pid, name in self._query("SELECT id, name FROM people ORDER BY name"):
-            rows = self._query("SELECT file, outlier, model, quality FROM images "
-                               "WHERE person_id = ? ORDER BY file", (pid,))
+        for pid, name in self._db.query("SELECT id, name FROM people ORDER BY name"):
+            rows = self._db.query("SELECT file, outlier, model, quality FROM images "
+                                  "WHERE person_id = ? ORDER BY file", (pid,))
             out.append(Person(id=pid, name=name, images=len(rows),
                               outliers=[f for f, o, _, _ in rows if o],
                               models=sorted({m for _, _, m, _ in rows}),
@@ -234,10 +224,32 @@ class Facebank:
         return out
 
     def names(self) -> list[str]:
-        return [name for (name,) in self._query("SELECT name FROM people ORDER BY name")]
+        return [name for (name,) in self._db.query("SELECT name FROM people ORDER BY name")]
 
     def models(self) -> list[str]:
-        return [m for (m,) in self._query("SELECT DISTINCT model FROM images ORDER BY 1")]
+        return [m for (m,) in self._db.query("SELECT DISTINCT model FROM images ORDER BY 1")]
+
+    def reembed_command(self, model_id: str | None = None) -> str:
+        """The command that re-embeds this facebank, to paste as it is printed.
+
+        It names this facebank's folder and the embedder: the one the user gave
+        (``embedder``), else dlib's when ``model_id`` is one of its models; for
+        another model unknown here it asks for the spec (SPEC).
+        """
+        spec = self.embedder or _embedder_of(model_id)
+        command = reembed_command(self.folder, spec or "SPEC")
+        if spec is None:
+            command += f" (SPEC: the spec .json of the embedder {model_id})"
+        return command
+
+    def _other_models(self, model_id: str) -> FacebankError | None:
+        """The refusal of a facebank holding embeddings of other models (None: it does not)."""
+        others = [m for m in self.models() if m != model_id]
+        if not others:
+            return None
+        return FacebankError(f"facebank {shown(self.folder)} holds embeddings of "
+                             f"{', '.join(others)}, not of {model_id}; re-embed it from its "
+                             f"photos with: {self.reembed_command(model_id)}")
 
     def gallery(self, model_id: str, include_outliers: bool = True) -> Gallery:
         """Every enrolled embedding made by ``model_id``, ready to match.
@@ -245,26 +257,24 @@ class Facebank:
         A facebank whose embeddings were made by another model cannot be
         compared with this one's: that is refused, naming how to re-embed.
         """
-        others = [m for m in self.models() if m != model_id]
-        if others:
-            raise FacebankError(
-                f"facebank {self.folder} holds embeddings of {', '.join(others)}, not of "
-                f"{model_id}; re-embed it from its photos with: "
-                f"python -m mobileface facebank import --reembed --facebank {self.folder}")
+        refusal = self._other_models(model_id)
+        if refusal:
+            raise refusal
         query = ("SELECT p.id, p.name, i.embedding FROM images i JOIN people p "
                  "ON p.id = i.person_id WHERE i.model = ?")
         if not include_outliers:
             query += " AND i.outlier = 0"
-        rows = self._query(query + " ORDER BY p.name, i.file", (model_id,))
+        rows = self._db.query(query + " ORDER BY p.name, i.file", (model_id,))
         ids, names, owners, vectors = [], [], [], []
         for pid, name, blob in rows:
             if not ids or ids[-1] != pid:
                 ids.append(pid)
                 names.append(name)
             owners.append(len(ids) - 1)
-            vectors.append(_vector(blob))
+            vectors.append(decode_embedding(blob))
         if vectors and len({len(v) for v in vectors}) != 1:
-            raise FacebankError(f"facebank {self.folder} mixes embedding sizes; re-import it")
+            raise FacebankError(f"facebank {shown(self.folder)} mixes embedding sizes; "
+                                "re-import it")
         embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
         return Gallery(ids, names, embeddings, owners, model_id)
 
@@ -280,17 +290,23 @@ class Facebank:
 
     # -- changing ---------------------------------------------------------------
 
-    def _copy_into_folder(self, name: str, data: bytes, suffix: str, stem: str) -> str:
-        """Write a picture into the person's folder (no overwrite); returns its relative path."""
-        person_dir = self.folder / name
-        person_dir.mkdir(exist_ok=True)
-        digest = sha256_bytes(data)[:10]
-        target = person_dir / f"{stem}-{digest}{suffix}"
-        if not target.exists():
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        return target.relative_to(self.folder).as_posix()
+    def _discard(self, created: list[Path]) -> None:
+        """Take back the files and folders a failed change created, newest first."""
+        for path in reversed(created):
+            with suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()                 # only when empty: nothing else is lost
+                elif not self._has_row(path):
+                    path.unlink()
+
+    def _has_row(self, path: Path) -> bool:
+        """Whether a committed row names this picture: another writer added the same
+        picture meanwhile, and it stays theirs. False when the database cannot tell."""
+        try:
+            return bool(self._db.query("SELECT 1 FROM images WHERE file = ? LIMIT 1",
+                                       (path.relative_to(self.folder).as_posix(),)))
+        except FacebankError:
+            return False
 
     def add(self, name: str, enrolments: list[tuple[bytes, str, str, np.ndarray, float]],
             model_id: str) -> list[str]:
@@ -298,84 +314,99 @@ class Facebank:
 
         enrolments: (file bytes, suffix, stem, embedding, quality) per picture;
         each picture is written into the person's folder. Returns the files.
+        When anything fails (a full disk, a folder that cannot be written, the
+        database), the pictures it wrote are removed again: no row, no photo.
         """
         name = check_name(name)
+        self._check_writable(f"add pictures of {name!r}")
+        for _, suffix, stem, _, _ in enrolments:
+            check_suffix(suffix, stem)
         self._check_model(model_id)
-        written = [self._copy_into_folder(name, data, suffix, stem)
-                   for data, suffix, stem, _, _ in enrolments]
-        with self._transaction() as conn:
-            pid = self._ensure_person(conn, name)
-            for file, (data, _, _, embedding, quality) in zip(written, enrolments):
-                conn.execute("INSERT OR REPLACE INTO images (person_id, file, sha256, model, "
-                             "embedding, quality, outlier, added) VALUES (?,?,?,?,?,?,0,?)",
-                             (pid, file, sha256_bytes(data), model_id, _blob(embedding),
-                              float(quality), time.time()))
-            self._flag_outliers(conn, [pid])
+        created: list[Path] = []
+        try:
+            written = [photos.copy_into_folder(self.folder, name, data, suffix, stem, created)
+                       for data, suffix, stem, _, _ in enrolments]
+            with self._transaction() as conn:
+                pid = self._ensure_person(conn, name)
+                for file, (data, _, _, embedding, quality) in zip(written, enrolments):
+                    conn.execute(UPSERT_IMAGE, (pid, file, sha256_bytes(data), model_id,
+                                                encode_embedding(embedding), float(quality),
+                                                time.time()))
+                self._flag_outliers(conn, [pid])
+        except OSError as exc:
+            self._discard(created)
+            raise os_error(exc, f"write the pictures of {name!r} into "
+                                 f"{shown(self.folder / name)}") from None
+        except BaseException:
+            self._discard(created)
+            raise
         return written
 
     def _check_model(self, model_id: str) -> None:
-        others = [m for m in self.models() if m != model_id]
-        if others:
-            raise FacebankError(f"facebank {self.folder} holds embeddings of "
-                                f"{', '.join(others)}; re-embed it first with "
-                                f"python -m mobileface facebank import --reembed")
+        refusal = self._other_models(model_id)
+        if refusal:
+            raise refusal
 
     def rename(self, old: str, new: str) -> None:
+        """Rename a person: the row, their pictures' paths, and (last) their folder."""
         old, new = check_name(old), check_name(new)
         if old == new:
             return
-        if self._person_id(old) is None:
-            raise FacebankError(f"no person named {old!r} in the facebank")
-        if self._person_id(new) is not None or (self.folder / new).exists():
-            raise FacebankError(f"{new!r} already exists in the facebank")
-        with self._transaction() as conn:
-            pid = self._person_id(old)
-            conn.execute("UPDATE people SET name = ? WHERE id = ?", (new, pid))
-            for image_id, file in conn.execute("SELECT id, file FROM images WHERE person_id = ?",
-                                               (pid,)).fetchall():
-                moved = Path(file)
-                if moved.parts and moved.parts[0] == old:
-                    moved = Path(new, *moved.parts[1:])
-                conn.execute("UPDATE images SET file = ? WHERE id = ?",
-                             (moved.as_posix(), image_id))
-            if (self.folder / old).exists():
-                os.rename(self.folder / old, self.folder / new)  # last: a failure rolls back
+        self._check_writable(f"rename {old!r}")
+        source, target = self.folder / old, self.folder / new
+        moved = False
+        try:
+            with self._transaction() as conn:
+                pid = self._person_id(old)
+                if pid is None:
+                    raise FacebankError(f"no person named {old!r} in the facebank")
+                if self._person_id(new) is not None or target.exists():
+                    raise FacebankError(f"{new!r} already exists in the facebank")
+                conn.execute("UPDATE people SET name = ? WHERE id = ?", (new, pid))
+                for image_id, file in conn.execute(
+                        "SELECT id, file FROM images WHERE person_id = ?", (pid,)).fetchall():
+                    path = Path(file)
+                    if path.parts and path.parts[0] == old:
+                        path = Path(new, *path.parts[1:])
+                    conn.execute("UPDATE images SET file = ? WHERE id = ?",
+                                 (path.as_posix(), image_id))
+                if source.exists():
+                    os.rename(source, target)   # last: a failure rolls the rows back
+                    moved = True
+        except OSError as exc:
+            raise os_error(exc, f"rename the folder of {old!r}") from None
+        except BaseException:
+            if moved:                           # the commit failed: the folder goes back
+                with suppress(OSError):
+                    os.rename(target, source)
+            raise
 
     def remove(self, name: str) -> Path | None:
         """Remove a person; their folder moves to ``.trash`` (returned), nothing is deleted."""
         name = check_name(name)
-        if self._person_id(name) is None:
-            raise FacebankError(f"no person named {name!r} in the facebank")
-        moved_to = None
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM people WHERE name = ?", (name,))
-            source = self.folder / name
-            if source.exists():
-                trash = self.folder / TRASH
-                trash.mkdir(exist_ok=True)
-                moved_to = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-                suffix = 1
-                while moved_to.exists():
-                    suffix += 1
-                    moved_to = trash / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
-                shutil.move(str(source), str(moved_to))
+        self._check_writable(f"remove {name!r}")
+        source, moved_to = self.folder / name, None
+        try:
+            with self._transaction() as conn:
+                if self._person_id(name) is None:
+                    raise FacebankError(f"no person named {name!r} in the facebank")
+                conn.execute("DELETE FROM people WHERE name = ?", (name,))
+                if source.exists():
+                    target = photos.trash_path(self.folder, name)
+                    os.rename(source, target)   # last; a rename, never a copy
+                    moved_to = target
+        except OSError as exc:
+            raise os_error(exc, f"move the folder of {name!r} into {TRASH}") from None
+        except BaseException:
+            if moved_to is not None:            # the commit failed: the folder goes back
+                with suppress(OSError):
+                    os.rename(moved_to, source)
+            raise
         return moved_to
 
     def scan_folder(self) -> dict[str, list[Path]]:
         """The people folders and their pictures, as the folder holds them now."""
-        people: dict[str, list[Path]] = {}
-        for entry in sorted(self.folder.iterdir()):
-            if not entry.is_dir() or entry.name.startswith("."):
-                continue
-            try:
-                name = check_name(entry.name)
-            except FacebankError as exc:
-                log.warning("skipping folder %s: %s", entry, exc)
-                continue
-            people[name] = sorted(p for p in entry.iterdir()
-                                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                                  and not p.name.startswith("."))
-        return people
+        return photos.scan(self.folder).people
 
     def import_folder(self, embed: Callable[[Path], tuple[np.ndarray, float]], model_id: str,
                       reembed: bool = False, progress: Callable[[str], None] | None = None
@@ -390,24 +421,31 @@ class Facebank:
         empty are removed. Pictures already embedded by ``model_id`` are not
         embedded again. Rows made by another model are re-embedded from their
         pictures with ``reembed``; without it such a facebank is refused.
+
+        The embedding is done outside the transaction; the transaction then
+        reads the rows again, so that another writer's changes since (another
+        import, an ``add``) are neither duplicated nor undone.
         """
+        self._check_writable("import the folder")
         if not reembed:
             self._check_model(model_id)
-        report = ImportReport()
-        existing = {(name, file): (sha, model) for name, file, sha, model in self._query(
+        started = time.time()
+        existing = {(name, file): (sha, model) for name, file, sha, model in self._db.query(
             "SELECT p.name, i.file, i.sha256, i.model FROM images i "
             "JOIN people p ON p.id = i.person_id")}
-        folder = self.scan_folder()
+        scan = photos.scan(self.folder)
+        report = ImportReport(skipped=list(scan.skipped))
         fresh: list[_Row] = []
         keep: set[tuple[str, str]] = set()
-        for name, paths in folder.items():
+        for name, paths in scan.people.items():
             for path in paths:
                 file = path.relative_to(self.folder).as_posix()
                 try:
                     digest = sha256_bytes(path.read_bytes())
                 except OSError as exc:
                     report.skipped.append((file, f"cannot read ({exc.strerror})"))
-                    log.warning("skipping %s: cannot read (%s)", path, exc.strerror)
+                    log.warning("skipping %s: cannot read (%s)", shown(path), exc.strerror)
+                    keep.add((name, file))       # its enrolment, if any, stays as it is
                     continue
                 if existing.get((name, file)) == (digest, model_id):
                     keep.add((name, file))
@@ -419,28 +457,25 @@ class Facebank:
                     embedding, quality = embed(path)
                 except MobileFaceError as exc:
                     report.skipped.append((file, str(exc)))
-                    log.warning("skipping %s: %s", path, exc)
+                    log.warning("skipping %s: %s", shown(path), exc)
                     continue
                 fresh.append(_Row(name, file, digest, np.asarray(embedding, np.float32),
                                   float(quality)))
                 report.added.append(file)
         # Everything is computed: now one short write transaction.
         with self._transaction() as conn:
-            people = {name: pid for pid, name in conn.execute("SELECT id, name FROM people")}
-            for (name, file) in existing:
-                if (name, file) not in keep:
-                    conn.execute("DELETE FROM images WHERE file = ? AND person_id = ?",
-                                 (file, people[name]))
-                    if not any(r.name == name and r.file == file for r in fresh):
-                        report.removed.append(file)
+            self._drop_gone(conn, report, keep | {(r.name, r.file) for r in fresh},
+                            {(r.name, r.file) for r in fresh}, scan.unreadable, started)
             for row in fresh:
+                if not (self.folder / row.file).is_file():
+                    continue      # removed or renamed meanwhile by another writer
                 pid = self._ensure_person(conn, row.name)
                 self._insert(conn, pid, row, model_id)
-            for name, pid in people.items():
-                if not conn.execute("SELECT 1 FROM images WHERE person_id = ? LIMIT 1",
-                                    (pid,)).fetchone():
-                    conn.execute("DELETE FROM people WHERE id = ?", (pid,))
-                    report.people_removed.append(name)
+            for pid, name in conn.execute(
+                    "SELECT id, name FROM people WHERE id NOT IN "
+                    "(SELECT person_id FROM images) ORDER BY name").fetchall():
+                conn.execute("DELETE FROM people WHERE id = ?", (pid,))
+                report.people_removed.append(name)
             ids = [pid for (pid,) in conn.execute("SELECT id FROM people")]
             report.outliers = self._flag_outliers(conn, ids)
         for file in report.outliers:
@@ -448,11 +483,29 @@ class Facebank:
                         "likely a mistake (flagged)", file)
         return report
 
+    @staticmethod
+    def _drop_gone(conn, report: ImportReport, present: set[tuple[str, str]],
+                   fresh: set[tuple[str, str]], unreadable: set[str], started: float) -> None:
+        """Delete the rows of pictures the scan did not find (or found changed).
+
+        The rows are read under the write lock: a row another writer committed
+        after this import started is theirs to keep, and so are the rows of a
+        person whose folder could not be listed.
+        """
+        for image_id, name, file, added in conn.execute(
+                "SELECT i.id, p.name, i.file, i.added FROM images i JOIN people p "
+                "ON p.id = i.person_id ORDER BY p.name, i.file").fetchall():
+            if (name, file) in present and (name, file) not in fresh:
+                continue
+            if (name, file) not in present and (name in unreadable or added >= started):
+                continue
+            conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            if (name, file) not in fresh:
+                report.removed.append(file)
+
     def _insert(self, conn, pid: int, row: _Row, model_id: str) -> None:
-        conn.execute("INSERT INTO images (person_id, file, sha256, model, embedding, quality, "
-                     "outlier, added) VALUES (?,?,?,?,?,?,0,?)",
-                     (pid, row.file, row.sha256, model_id, _blob(row.embedding), row.quality,
-                      time.time()))
+        conn.execute(UPSERT_IMAGE, (pid, row.file, row.sha256, model_id,
+                                    encode_embedding(row.embedding), row.quality, time.time()))
 
     def _flag_outliers(self, conn, person_ids: list[int]) -> list[str]:
         """Flag pictures not close to any other picture of their person; returns them.
@@ -472,7 +525,7 @@ class Facebank:
             if len(rows) < 2:
                 conn.execute("UPDATE images SET outlier = 0 WHERE person_id = ?", (pid,))
                 continue
-            vectors = normalise(np.stack([_vector(blob) for _, _, blob in rows]))
+            vectors = normalise(np.stack([decode_embedding(blob) for _, _, blob in rows]))
             sims = vectors @ vectors.T
             np.fill_diagonal(sims, -np.inf)
             for (image_id, file, _), best in zip(rows, sims.max(1)):

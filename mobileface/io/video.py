@@ -7,6 +7,7 @@ that cannot be written) raises :class:`VideoError` with a one-line message.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 #: frames per second assumed for a live source that does not say
 DEFAULT_LIVE_FPS = 25.0
+#: ... and for a file whose header gives no frame rate, or one that cannot be right
+DEFAULT_FILE_FPS = 25.0
+#: the highest frame rate taken from a header: above it the value is a muxer's time base
+#: (VFR Matroska files say 1000) or garbage, not how often frames come
+MAX_FPS = 1000.0
 #: an output container -> the codecs tried, in order, until one opens
 CODECS = {
     ".mp4": ("mp4v", "avc1", "XVID"),
@@ -86,10 +92,7 @@ class VideoSource:
         self.source = parse_source(source)
         self.live = is_live(self.source)
         self.label = describe(self.source)
-        if begin < 0:
-            raise VideoError(f"begin must be >= 0 seconds, got {begin}")
-        if duration is not None and duration <= 0:
-            raise VideoError(f"duration must be > 0 seconds, got {duration}")
+        check_times(begin, duration)
         if self.live and (begin or duration):
             raise VideoError(f"{self.label}: begin and duration apply to video files only")
         self.reconnect_attempts = int(reconnect_attempts)
@@ -100,10 +103,11 @@ class VideoSource:
         self._capture = None
         self._start = time.monotonic()
         self._read = 0
+        #: frames between the container's time zero and the stream's first frame
+        self._start_frames = 0
         self._open(first=True)
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 0.0
-        if not np.isfinite(self.fps) or self.fps <= 0 or self.fps > 1000:
-            self.fps = DEFAULT_LIVE_FPS if self.live else 25.0
+        self._header_fps = self._capture.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = self._frame_rate(self._header_fps)
         self.width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.total_frames = 0 if self.live else max(0, int(self._capture.get(
@@ -115,6 +119,24 @@ class VideoSource:
             self._check_file_decodes(begin, duration)
 
     # -- opening -------------------------------------------------------------------
+
+    def _frame_rate(self, header: float) -> float:
+        """The header's frame rate, or a stand-in when it is missing or cannot be right
+        (said in one line: the timestamps and the output video depend on it)."""
+        if np.isfinite(header) and 0 < header <= MAX_FPS:
+            return float(header)
+        fallback = DEFAULT_LIVE_FPS if self.live else DEFAULT_FILE_FPS
+        if np.isfinite(header) and header > MAX_FPS:
+            log.warning("%s: its header says %g frames per second, which cannot be right; "
+                        "using %g fps for its timestamps and the output video", self.label,
+                        header, fallback)
+        elif self.live:
+            log.info("%s gives no frame rate; the output video is written at %g fps",
+                     self.label, fallback)
+        else:
+            log.warning("%s: its header gives no frame rate; using %g fps for its timestamps "
+                        "and the output video", self.label, fallback)
+        return fallback
 
     def _open(self, first: bool) -> None:
         if not self.live:
@@ -149,25 +171,76 @@ class VideoSource:
 
     def _check_file_decodes(self, begin: float, duration: float | None) -> None:
         """Seek to ``begin`` and decode one frame now, so that a bad file fails up front."""
-        length = self.total_frames / self.fps if self.total_frames else None
         if begin:
-            if length is not None and begin >= length:
-                raise VideoError(f"{self.label}: begin {begin:g} s is past the end of the "
-                                 f"video ({length:.2f} s)")
+            if self.total_frames and begin >= self.total_frames / self.fps:
+                raise self._past_the_end(begin, self.total_frames)
             self.first_index = int(round(begin * self.fps))
-            self._capture.set(cv2.CAP_PROP_POS_FRAMES, self.first_index)
-        if duration is not None:
-            self.end_index = self.first_index + max(1, int(round(duration * self.fps)))
-        ok, image = self._capture.read()
-        if not ok or image is None:
+            if self.total_frames:   # rounding must not step past the last frame
+                self.first_index = min(self.first_index, self.total_frames - 1)
+        image = self._frame_at(self.first_index)
+        if image is None and self.first_index and self._frame_at(0) is not None:
+            # The header's length was an estimate: the frames end before it says.
+            last = self._last_decodable(self.first_index)
+            if begin >= (last + 1) / self.fps:
+                raise self._past_the_end(begin, last + 1)
+            self.first_index = last          # begin falls within the last frame
+            image = self._frame_at(last)
+        if image is None:
             if self.total_frames == 0:
                 raise VideoError(f"{self.label}: the video has no frames")
             fourcc = int(self._capture.get(cv2.CAP_PROP_FOURCC))
             codec = "".join(chr((fourcc >> 8 * i) & 0xFF) for i in range(4)).strip("\x00 ")
             raise VideoError(f"{self.label}: no frame can be decoded "
                              f"(codec {codec or 'unknown'} unsupported, or the file is corrupt)")
+        if duration is not None:
+            self.end_index = self.first_index + max(1, int(round(duration * self.fps)))
+        self._start_frames = self._stream_start()
         self._pending = image
         self._read = self.first_index
+
+    def _past_the_end(self, begin: float, frames: int) -> VideoError:
+        return VideoError(f"{self.label}: begin {begin:g} s is past the end: the video is only "
+                          f"{frames / self.fps:.3f} s long ({frames} frames at {self.fps:g} fps)")
+
+    def _frame_at(self, index: int) -> np.ndarray | None:
+        """The frame ``index`` (seeking there unless it is the next one), or None."""
+        if index or self._capture.get(cv2.CAP_PROP_POS_FRAMES):
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, float(index))
+        ok, image = self._capture.read()
+        return image if ok and image is not None else None
+
+    def _last_decodable(self, bad: int) -> int:
+        """The last frame before ``bad`` that a seek reaches (frame 0 decodes): doubling,
+        then bisecting, a few dozen seeks, done only to tell the user how long the video is."""
+        good, probe = 0, 1
+        for _ in range(64):
+            if probe >= bad or self._frame_at(probe) is None:
+                break
+            good, probe = probe, probe * 2
+        bad = min(bad, probe)
+        for _ in range(64):
+            if bad - good <= 1:
+                break
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if self._frame_at(middle) is not None else (good, middle)
+        return good
+
+    def _stream_start(self) -> int:
+        """How many frames after the container's time zero the video stream starts.
+
+        A WebM or MPEG-TS cut from a longer recording starts later than 0, and when
+        its header has no frame count OpenCV derives one from the container's
+        duration, which counts from 0. CAP_PROP_PTS counts (in frames) from the
+        container's zero, CAP_PROP_POS_MSEC from the stream's own start: their
+        difference is the start, wherever the frame just read is.
+        """
+        if not np.isfinite(self._header_fps) or self._header_fps <= 0:
+            return 0
+        pts = self._capture.get(cv2.CAP_PROP_PTS)
+        msec = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if not (np.isfinite(pts) and np.isfinite(msec)) or pts <= 0:
+            return 0
+        return max(0, int(round(pts - msec * self._header_fps / 1000.0)))
 
     # -- reading -------------------------------------------------------------------
 
@@ -193,8 +266,7 @@ class VideoSource:
             ok, image = self._capture.read()
             if not ok or image is None:
                 if not self.live:
-                    if self.total_frames and self._read < self.total_frames - 1 and \
-                            (self.end_index is None or self._read < self.end_index):
+                    if self._ended_early():
                         self.truncated = True
                         log.warning("%s: decoding stopped at frame %d of %d (truncated or corrupt "
                                     "file)", self.label, self._read, self.total_frames)
@@ -207,6 +279,20 @@ class VideoSource:
         else:
             timestamp = index / self.fps
         return Frame(index, timestamp, image, time.perf_counter())
+
+    def _ended_early(self) -> bool:
+        """Whether a file stopped decoding before its header's last frame.
+
+        The frames are counted from the stream's own start, and also from the
+        container's zero (see :meth:`_stream_start`): a header whose frame count is
+        derived from the container's duration includes the time before the stream
+        starts, one that counts the frames (MP4, AVI) does not. Only a file short
+        of both is cut.
+        """
+        if not self.total_frames or (self.end_index is not None
+                                     and self._read >= self.end_index):
+            return False
+        return self._read + self._start_frames < self.total_frames - 1
 
     def _reconnect(self) -> np.ndarray:
         """Reopen a live source after a failed read; the first frame it gives."""
@@ -240,6 +326,18 @@ class VideoSource:
         self.close()
 
 
+def check_times(begin: float, duration: float | None) -> None:
+    """begin (>= 0) and duration (> 0, or None), finite numbers of seconds, or VideoError.
+
+    NaN passes every comparison and infinity cannot become a frame index:
+    both are refused here, before they reach a seek.
+    """
+    if not math.isfinite(begin) or begin < 0:
+        raise VideoError(f"begin must be a finite number of seconds >= 0, got {begin}")
+    if duration is not None and (not math.isfinite(duration) or duration <= 0):
+        raise VideoError(f"duration must be a finite number of seconds > 0, got {duration}")
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """The path, after checking that the file can be created there (one-line VideoError if not).
 
@@ -263,7 +361,13 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
 
 
 class VideoWriter:
-    """An annotated video file, opened with the first codec that works for its container."""
+    """An annotated video file, opened with the first codec that works for its container.
+
+    A frame the encoder or the disk refuses raises VideoError at once; :meth:`close`
+    then checks that the finished file opens and decodes, since a full disk can
+    leave an MP4 without the index it is written last (``finalised`` and
+    ``failure`` say what became of it).
+    """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]):
         self.path = check_writable(path, "output video")
@@ -278,6 +382,10 @@ class VideoWriter:
         self.fps = float(fps)
         self.frames = 0
         self.codec = None
+        #: whether close() found the file whole (it opens and its first frame decodes)
+        self.finalised = False
+        #: why a frame could not be written or the file could not be finalised, or None
+        self.failure: str | None = None
         self._writer = None
         for codec in CODECS[suffix]:
             writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
@@ -293,13 +401,49 @@ class VideoWriter:
         log.debug("writing %s with codec %s at %.3f fps", self.path, self.codec, self.fps)
 
     def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            raise VideoError(f"output video {self.path} is closed")
         if image.shape[1::-1] != self.size:
             image = cv2.resize(image, self.size)
-        self._writer.write(image)
+        # OpenCV 4.x returns None whatever happens; 5.x says False when FFmpeg failed.
+        if self._writer.write(image) is False:
+            self.failure = _write_failure(self.path)
+            raise VideoError(f"cannot write output video {self.path} after {self.frames} "
+                             f"frames: {self.failure}")
         self.frames += 1
 
     def close(self) -> None:
-        """Finalise the file so that it plays (safe to call twice)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finalise the file so that it plays (safe to call twice); VideoError when the
+        finished file does not open and decode."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if self.frames == 0 and self.failure is None:
+            return              # nothing was written: there is nothing to play
+        if _plays(self.path):
+            self.finalised = True
+            return
+        self.failure = self.failure or _write_failure(self.path)
+        raise VideoError(f"output video {self.path} could not be finalised ({self.failure})")
+
+
+def _plays(path: Path) -> bool:
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        return capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
+
+
+def _write_failure(path: Path) -> str:
+    """Why writing ``path`` failed, as far as can be told: OpenCV gives no errno."""
+    try:
+        folder = os.statvfs(path.parent if str(path.parent) else ".")
+    except (OSError, AttributeError):   # AttributeError: no statvfs (Windows)
+        return "the encoder or the disk refused the data"
+    # root may also fill the blocks reserved for it
+    free = folder.f_bfree if getattr(os, "geteuid", lambda: -1)() == 0 else folder.f_bavail
+    if free * folder.f_frsize < (1 << 20):
+        return "no space left on device"
+    return "the encoder or the disk refused the data"

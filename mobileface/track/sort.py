@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class SortTracker:
         """
         if not isinstance(faces, Faces):
             raise ValueError(f"the tracker takes Faces, got {type(faces).__name__}")
-        boxes, scores = faces.boxes, faces.scores
+        boxes = faces.boxes
         if timestamp is None:
             timestamp = faces.timestamp
         self._frames += 1

@@ -18,7 +18,6 @@ DEFAULT_EMBEDDER = "dlib"
 INT8_EMBEDDER = "dlib-int8"
 
 
-
 def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
     """The embedding stage for ``spec``.
 
@@ -32,8 +31,12 @@ def create_embedder(spec=None, runtime: RuntimeConfig | None = None) -> Stage:
     the model that made its embeddings (stored with each facebank row, so that
     embeddings of different models are never compared) and a ``threshold``: the
     cosine similarity from which two of its embeddings are taken for the same
-    person. A bad spec raises ValueError; a missing or unloadable model file
-    raises ModelError.
+    person (None when unknown), and a ``distance_threshold``: the euclidean
+    distance below which they are, or None for models compared by cosine only
+    (``mobileface verify`` picks its measure from these two, never from a spec).
+    A bad spec raises ValueError; a missing or unloadable model file raises
+    ModelError, and so does a model whose output is empty, NaN or infinite (a
+    damaged file), at load time or on the frame that shows it.
     """
     if spec is None or spec == DEFAULT_EMBEDDER:
         from mobileface.stages.embed.dlib_resnet import DlibEmbedder

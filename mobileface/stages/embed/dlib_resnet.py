@@ -17,10 +17,10 @@ import numpy as np
 
 from mobileface.models import registry
 from mobileface.stages.align import dlib_chips
-from mobileface.convert.dlib_resnet import MODEL_NAME, converted_model_path
+from mobileface.convert.dlib_resnet import INPUT_NAME, MODEL_NAME, converted_model_path
 from mobileface.errors import ModelError
 from mobileface.io.image import dlib_net_blob
-from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
 from mobileface.stages.base import Stage
 from mobileface.types import Faces
 
@@ -37,41 +37,71 @@ EMBEDDING_SIZE = 128
 #: embeddings are not centred, so cosines of strangers are high); dlib's own
 #: euclidean 0.6 corresponds to about 0.91 at these embeddings' norms (~1.4).
 DLIB_THRESHOLD = 0.92
+
+
 class DlibEmbedder(Stage):
-    """Fills ``embedding`` (N, 128) float32 with dlib's face descriptors."""
+    """Fills ``embedding`` (N, 128) float32 with dlib's face descriptors.
+
+    Two of them are the same person below the euclidean ``distance_threshold``
+    (dlib's own measure, what ``mobileface verify`` uses) or from the cosine
+    ``threshold`` (what recognition uses).
+    """
 
     name = "embed"
     requires = ("landmarks68",)
     provides = ("embedding",)
     per_track = True
     threshold = DLIB_THRESHOLD
+    distance_threshold = DISTANCE_THRESHOLD
 
     def __init__(self, runtime: RuntimeConfig | None = None, model_path=None,
                  model_id: str | None = None):
         """model_path, model_id: another ONNX file of this network (such as its int8
-        version), used as it is; by default the converted model of the cache."""
+        version, whose caller checked its sha256), used as it is; by default the
+        converted model of the cache (checked against its sha256 record, converted
+        again when it does not match)."""
         runtime = runtime or RuntimeConfig()
         if model_path is not None:
             self.model_path = Path(model_path)
+            #: names the model whose embeddings this stage makes
             self.model_id = model_id or f"{MODEL_NAME}:{self.model_path.name}"
-            self.session = create_session(str(self.model_path), runtime, "embed")
-            return
-        #: names the model whose embeddings this stage makes (source file's sha256)
-        self.model_id = f"{MODEL_NAME}:{registry.get_spec(MODEL_NAME).sha256[:16]}"
-        self.model_path = converted_model_path()
-        try:
-            self.session = create_session(str(self.model_path), runtime, "embed")
-        except ModelError:
-            # A damaged cache file (disk full, edited by hand): convert again, once.
-            log.warning("the cached model %s cannot be loaded; converting again", self.model_path)
-            self.model_path.unlink(missing_ok=True)
+        else:
+            self.model_id = f"{MODEL_NAME}:{registry.get_spec(MODEL_NAME).sha256[:16]}"
             self.model_path = converted_model_path()
-            self.session = create_session(str(self.model_path), runtime, "embed")
+        self.session = create_session(str(self.model_path), runtime, "embed")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """The file must be this network: input "images" N x 3 x 150 x 150, output
+        N x 128 (a static size that differs, 0 included, is refused here, at load time)."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        names = [i.name for i in inputs]
+        if names != [INPUT_NAME]:
+            raise ModelError(f"embedder {self.model_id}: {self.model_path.name} has inputs "
+                             f"{names}, not dlib's ResNet (one input {INPUT_NAME!r})")
+        expected_in = (3, CHIP_SIZE, CHIP_SIZE)
+        if not _shape_fits(inputs[0].shape, expected_in) or \
+                not _shape_fits(outputs[0].shape, (EMBEDDING_SIZE,)):
+            raise ModelError(f"embedder {self.model_id}: {self.model_path.name} maps "
+                             f"{inputs[0].shape} to {outputs[0].shape}; dlib's ResNet maps "
+                             f"N x 3 x {CHIP_SIZE} x {CHIP_SIZE} to N x {EMBEDDING_SIZE}")
 
     def process(self, image: np.ndarray, faces: Faces) -> None:
         chips = dlib_chips(image, faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
-        out = self.session.run(None, {"images": dlib_net_blob(chips)})[0]
+        out = self.session.run(None, {INPUT_NAME: dlib_net_blob(chips)})[0]
+        out = finite_output(out, f"embedder {self.model_id}")
+        if out.shape != (len(chips), EMBEDDING_SIZE):
+            raise ModelError(f"embedder {self.model_id}: the model gave shape {out.shape} for "
+                             f"{len(chips)} face(s), expected ({len(chips)}, {EMBEDDING_SIZE})")
         faces.embedding = np.ascontiguousarray(out, dtype=np.float32)
 
     def fill_empty(self, faces: Faces) -> None:
         faces.embedding = np.zeros((0, EMBEDDING_SIZE), np.float32)
+
+
+def _shape_fits(shape, expected: tuple[int, ...]) -> bool:
+    """Whether an ONNX tensor shape (batch first; free dimensions are strings or None)
+    can be N x ``expected``."""
+    shape = list(shape)
+    return len(shape) == len(expected) + 1 and all(
+        not isinstance(d, int) or d == e for d, e in zip(shape[1:], expected))

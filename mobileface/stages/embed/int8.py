@@ -26,7 +26,6 @@ the tool again on the machine that will use the model.
 """
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from pathlib import Path
@@ -135,8 +134,10 @@ def is_usable(accuracy_float: float, accuracy_int8: float, max_loss: float) -> b
 
 
 def read_report(path: Path) -> dict:
+    """The int8 report at ``path``; a one-line ModelError when it is absent, unreadable or
+    not JSON (nesting too deep for the parser included) or of another version."""
     try:
-        report = json.loads(path.read_text())
+        report = registry.parse_json(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"no int8 embedder has been made: run python tools/optimize_model.py "
                          f"DATA (it writes {path.name} into the model cache)") from None
@@ -168,9 +169,10 @@ def int8_embedder(runtime=None):
         raise ModelError(f"{model} is not the file its report checked (sha256 differs): "
                          "run python tools/optimize_model.py again")
     here = cpu_description()
-    if report.get("cpu", {}).get("vnni") != here["vnni"]:
+    checked = report.get("cpu") if isinstance(report.get("cpu"), dict) else {}
+    if checked.get("vnni") != here["vnni"]:
         log.warning("the int8 embedder's accuracy was checked on a CPU %s VNNI and this one %s "
                     "it; run tools/optimize_model.py here to check it on this CPU",
-                    "with" if report.get("cpu", {}).get("vnni") else "without",
+                    "with" if checked.get("vnni") else "without",
                     "has" if here["vnni"] else "lacks")
     return DlibEmbedder(runtime, model_path=model, model_id=f"{MODEL_NAME}-int8:{digest[:16]}")

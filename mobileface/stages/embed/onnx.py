@@ -15,7 +15,7 @@ from mobileface.models import registry
 from mobileface.stages.align import warp_chips
 from mobileface.stages.embed.spec import EmbedderSpec
 from mobileface.errors import ModelError
-from mobileface.models.runtime import RuntimeConfig, create_session
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
 from mobileface.stages.base import Stage
 from mobileface.types import Faces
 from mobileface.vectors import normalise
@@ -34,6 +34,8 @@ class OnnxEmbedder(Stage):
     name = "embed"
     provides = ("embedding",)
     per_track = True
+    #: compared by cosine similarity only (see ``threshold``), never by euclidean distance
+    distance_threshold = None
 
     def __init__(self, spec: EmbedderSpec, runtime: RuntimeConfig | None = None):
         if not isinstance(spec, EmbedderSpec):
@@ -51,10 +53,9 @@ class OnnxEmbedder(Stage):
         self.session = create_session(str(spec.model), runtime or RuntimeConfig(),
                                       f"embed {spec.name}")
         self.input_name, self.output_name, self.batch_one = self._check_model()
-        # One run on a grey chip: proves the model accepts the spec's input and
-        # tells the embedding size (for empty frames).
-        probe = np.full((1, spec.input_size, spec.input_size, 3), 128, np.uint8)
-        out = self._run(spec.blob(probe))
+        # One run on a chip: proves the model accepts the spec's input and gives a
+        # usable embedding (not empty, finite), and tells its size (for empty frames).
+        out = self._run(spec.blob(_probe_chip(spec.input_size)))
         self.embedding_size = out.shape[1]
         log.info("embedder %s: %s, %dx%d %s chips, %d-d embeddings", spec.name, spec.model.name,
                  spec.input_size, spec.input_size, spec.color, self.embedding_size)
@@ -80,6 +81,10 @@ class OnnxEmbedder(Stage):
         if spec.output_name is not None and spec.output_name not in out_names:
             raise ModelError(f"embedder {spec.name!r}: the model has no output "
                              f"{spec.output_name!r} (outputs: {', '.join(out_names)})")
+        out = next(o for o in outputs if o.name == (spec.output_name or out_names[0]))
+        if any(isinstance(d, int) and d == 0 for d in out.shape):
+            raise ModelError(f"embedder {spec.name!r}: the model output {out.name} has shape "
+                             f"{list(out.shape)}: an empty embedding")
         shape = list(inp.shape)
         expected = [spec.channels, spec.input_size, spec.input_size]
         if len(shape) != 4 or any(isinstance(d, int) and d != e
@@ -100,6 +105,11 @@ class OnnxEmbedder(Stage):
         if self.batch_one and len(blob) > 1:
             return np.concatenate([self._run(blob[i:i + 1]) for i in range(len(blob))])
         out = self.session.run([self.output_name], {self.input_name: blob})[0]
+        out = finite_output(out, f"embedder {self.spec.name!r}")
+        if len(out) != len(blob) or out.ndim < 2:
+            raise ModelError(f"embedder {self.spec.name!r}: the model gave shape "
+                             f"{list(out.shape)} for {len(blob)} chip(s); expected one "
+                             "embedding per chip")
         out = np.asarray(out, np.float32).reshape(len(blob), -1)
         if self.spec.normalize == "l2":
             out = normalise(out)
@@ -115,3 +125,13 @@ class OnnxEmbedder(Stage):
 
     def fill_empty(self, faces: Faces) -> None:
         faces.embedding = np.zeros((0, self.embedding_size), np.float32)
+
+
+def _probe_chip(size: int) -> np.ndarray:
+    """(1, S, S, 3) uint8: a smooth grey-to-colour gradient, not a flat chip, so that a
+    model normalising its input or features sees some variance (a flat chip could
+    give 0/0 there and make a sound model look damaged)."""
+    ramp = np.linspace(64, 192, size, dtype=np.float32)
+    chip = np.stack([ramp[None, :] + 0 * ramp[:, None], ramp[:, None] + 0 * ramp[None, :],
+                     (ramp[None, :] + ramp[:, None]) / 2], axis=-1)
+    return chip.astype(np.uint8)[None]

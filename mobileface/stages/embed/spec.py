@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from mobileface.models.registry import parse_json
 from mobileface.stages.align import arcface_transforms, dlib_chip_transforms, similarity_transforms
 
 COLORS = ("rgb", "bgr", "gray")
@@ -395,7 +396,7 @@ def load_spec(path: str | Path) -> EmbedderSpec:
     except UnicodeDecodeError:
         raise ValueError(f"the embedder spec {path} is not UTF-8 text") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)   # deep nesting is a ValueError too, not a RecursionError
     except ValueError as exc:
         raise ValueError(f"the embedder spec {path} is not valid JSON ({exc})") from None
     try:

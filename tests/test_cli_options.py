@@ -1,0 +1,41 @@
+"""The command line: -v and -q anywhere, and a table that never trips on an unknown value."""
+from __future__ import annotations
+
+import pytest
+
+from mobileface.cli.main import build_parser, main
+
+
+@pytest.mark.parametrize("argv, verbose, quiet", [
+    (["analyze", "x.jpg", "-v"], True, False),
+    (["-v", "analyze", "x.jpg"], True, False),
+    (["-q", "facebank", "list"], False, True),
+    (["facebank", "list", "-q"], False, True),
+    (["facebank", "list"], False, False),
+    (["verify", "a.jpg", "b.jpg", "--verbose"], True, False),
+])
+def test_logging_options_stand_anywhere(argv, verbose, quiet):
+    args = build_parser().parse_args(argv)
+    assert args.verbose is verbose and args.quiet is quiet
+
+
+def test_quiet_after_the_subcommand_still_shows_errors(tmp_path, capsys):
+    (tmp_path / "Ann").mkdir()
+    assert main(["facebank", "list", "--facebank", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["facebank", "list", "--facebank", str(tmp_path / "missing"), "-q"]) == 2
+    assert "no facebank folder" in capsys.readouterr().err   # errors still show
+
+
+def test_the_table_shows_unknown_values_as_a_question_mark(capsys):
+    """A face whose pose could not be solved is listed, not a traceback."""
+    import numpy as np
+
+    from mobileface.cli.main import _print_table
+    from mobileface.types import Faces
+
+    faces = Faces([[0, 0, 10, 10]], [0.9], pose=np.full((1, 3), np.nan, np.float32),
+                  age=np.array([30.0], np.float32), gender=np.array([np.nan], np.float32),
+                  quality=np.array([0.5], np.float32))
+    _print_table("x.jpg", faces)
+    assert "yaw=? pitch=? roll=? age=30 gender=? quality=0.50" in capsys.readouterr().out
