@@ -72,3 +72,37 @@ def _library_logging():
     plain()
     yield
     plain()
+
+
+@pytest.fixture(scope="session")
+def qapp():
+    """The Qt application of the viewer tests (offscreen)."""
+    pytest.importorskip("PyQt6.QtWidgets")
+    from mobileface.gui.app import application
+    from mobileface.gui.qtenv import prepare
+
+    prepare()
+    return application()
+
+
+@pytest.fixture
+def window_maker(qapp, tmp_path):
+    """make(settings, holder=None, **options) -> a shown MainWindow on tmp_path/facebank;
+    every window made is closed after the test."""
+    from mobileface.gui.window import MainWindow
+    from mobileface.gui.worker import PipelineHolder
+
+    windows = []
+
+    def make(settings, holder=None, **options):
+        window = MainWindow(settings, tmp_path / "facebank", holder=holder or PipelineHolder(),
+                            **options)
+        window.show()
+        qapp.processEvents()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+    qapp.processEvents()

@@ -59,6 +59,19 @@ def _wait_for_output(process: subprocess.Popen, path, timeout: float) -> None:
     pytest.fail(f"no output in {path} after {timeout} s")
 
 
+def _signal_and_wait(process: subprocess.Popen, *signals) -> str:
+    """Send ``signals``, wait (bounded) for the process to end; its stderr. The process is
+    killed if it is still there, whatever happened."""
+    try:
+        for signum in signals:
+            process.send_signal(signum)
+        return process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
 def _frames_in(path) -> int:
     capture = cv2.VideoCapture(str(path))
     try:
@@ -86,12 +99,8 @@ def test_a_termination_signal_finalises_the_video_and_the_events(signum, code, l
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_output(process, out, timeout=120)
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
+        err = _signal_and_wait(process, signum)
     name = signal.Signals(signum).name
     assert process.returncode == code, err
     assert f"interrupted by {name}: the output so far is saved" in err
@@ -114,13 +123,8 @@ def test_sigterm_then_sighup_at_once_still_finalises(long_clip, tmp_path):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_output(process, out, timeout=120)
-        process.send_signal(signal.SIGTERM)
-        process.send_signal(signal.SIGHUP)
-        _, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
+        err = _signal_and_wait(process, signal.SIGTERM, signal.SIGHUP)
     assert process.returncode in (143, 129), err
     assert 0 < _frames_in(out) < FRAMES
 
@@ -253,12 +257,8 @@ def test_the_viewer_closes_its_window_on_a_termination_signal(signum, tmp_path):
             time.sleep(0.1)
         time.sleep(0.5)                             # into its event loop
         settings.unlink()
-        process.send_signal(signum)
-        _, err = process.communicate(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=10)
+        err = _signal_and_wait(process, signum)
     assert process.returncode == 128 + signum, err
     assert f"interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
     assert json.loads(settings.read_text())["detector"] == "retinaface"   # closeEvent saved

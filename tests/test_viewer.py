@@ -31,15 +31,6 @@ LIN = "Lin-Manuel Miranda"
 CLOSE_UP = (3.5, 3.0)
 
 
-@pytest.fixture(scope="session")
-def qapp():
-    from mobileface.gui.app import application
-    from mobileface.gui.qtenv import prepare
-
-    prepare()
-    return application()
-
-
 @pytest.fixture(scope="module")
 def holder():
     from mobileface.gui.worker import PipelineHolder
@@ -58,24 +49,14 @@ def lin_photo():
 
 
 @pytest.fixture
-def make_window(qapp, holder, tmp_path):
-    from mobileface.gui.window import MainWindow
-
-    windows = []
-
+def make_window(window_maker, holder, tmp_path):
     def make(realtime: bool = False, settings=None, **options):
-        settings = settings or tmp_path / "viewer.json"
-        window = MainWindow(settings, tmp_path / "facebank", holder=holder, **options)
+        window = window_maker(settings or tmp_path / "viewer.json", holder, **options)
         window.realtime_box.setChecked(realtime)
         window.resize(1200, 700)
-        window.show()
-        windows.append(window)
         return window
 
-    yield make
-    for window in windows:
-        window.close()
-    qapp.processEvents()
+    return make
 
 
 def wait_until(condition, timeout: float, what: str):

@@ -208,34 +208,9 @@ def _pickle_payload_ini(path, marker) -> None:
     assert b"PyQt_PyObject" in path.read_bytes() and not marker.exists()
 
 
-@pytest.fixture(scope="module")
-def qapp():
-    pytest.importorskip("PyQt6.QtWidgets")
-    from mobileface.gui.app import application
-    from mobileface.gui.qtenv import prepare
-
-    prepare()
-    return application()
-
-
 @pytest.fixture
-def open_window(qapp, tmp_path):
-    from mobileface.gui.window import MainWindow
-    from mobileface.gui.worker import PipelineHolder
-
-    windows = []
-
-    def make(settings, **options):
-        window = MainWindow(settings, tmp_path / "facebank", holder=PipelineHolder(), **options)
-        window.show()
-        qapp.processEvents()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-    qapp.processEvents()
+def open_window(window_maker):
+    return window_maker
 
 
 def _viewer(args, env, timeout=120) -> subprocess.CompletedProcess:

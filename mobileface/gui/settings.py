@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -189,17 +188,7 @@ class ViewerSettings:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """A temporary file in the same folder, flushed to disk, renamed over ``path``."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    """The whole file or nothing: an interrupted save never leaves half a settings file."""
+    from mobileface.models.registry import write_atomically
+
+    write_atomically(text.encode("utf-8"), path)
