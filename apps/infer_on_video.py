@@ -68,11 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _embedder_files(embedder: str) -> dict[str, Path]:
+    """The files an embedder spec names (the spec and its model): inputs no output may be."""
+    path = Path(embedder)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return {}
+    from mobileface.stages.embed.spec import load_spec
+
+    try:
+        return {"--embedder": path, "the model of --embedder": Path(load_spec(path).model)}
+    except (ValueError, MobileFaceError):
+        return {"--embedder": path}     # a bad spec is refused, in one line, when it loads
+
+
 def _validate(args) -> None:
     from mobileface.io.paths import check_distinct
 
-    check_distinct({"-f/--file": args.file},
-                   {"-s/--save": args.save, "--events": args.events, "--crops": args.crops})
+    from mobileface.outputs.sinks import default_crops_dir
+
+    crops = args.crops or (default_crops_dir(args.events) if args.events else None)
+    check_distinct({"-f/--file": args.file, **_embedder_files(args.embedder)},
+                   {"-s/--save": args.save, "--events": args.events, "--crops": crops},
+                   folders={"facebank": None if args.no_recognition else
+                            (args.facebank or default_facebank())})
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
                               f"got {args.threshold}")

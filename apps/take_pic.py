@@ -60,6 +60,8 @@ class Enrolment:
         from mobileface.identity.facebank import Facebank, check_name
 
         self.name = check_name(args.name)
+        if not 0.0 <= args.min_quality <= 1.0:      # NaN too: qualities are in [0, 1]
+            raise MobileFaceError(f"--min-quality is a quality in [0, 1], got {args.min_quality}")
         self.min_quality = args.min_quality
         self.enroller = FaceEnroller(**analyzer_options(args))
         self.bank = Facebank(args.facebank or default_facebank(), embedder=args.embedder,

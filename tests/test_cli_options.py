@@ -39,3 +39,16 @@ def test_the_table_shows_unknown_values_as_a_question_mark(capsys):
                   quality=np.array([0.5], np.float32))
     _print_table("x.jpg", faces)
     assert "yaw=? pitch=? roll=? age=30 gender=? quality=0.50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["5", "nan", "-1"])
+def test_take_pic_refuses_a_min_quality_outside_0_to_1(value, tmp_path, capsys):
+    from scripts import load_script
+
+    take_pic = load_script("apps/take_pic.py")
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"x")
+    code = take_pic.main(["-n", "Ann", "--image", str(photo), "--facebank", str(tmp_path / "fb"),
+                          "--min-quality", value])
+    err = capsys.readouterr().err
+    assert code == 2 and "--min-quality" in err and err.count("\n") == 1

@@ -20,13 +20,26 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
 def check_distinct(inputs: dict[str, str | os.PathLike | None],
-                   outputs: dict[str, str | os.PathLike | None]) -> None:
+                   outputs: dict[str, str | os.PathLike | None],
+                   folders: dict[str, str | os.PathLike | None] | None = None) -> None:
     """Refuse, before anything is opened for writing, any output that is an input or
-    another output. Keys name the option for the message (``{"-s/--save": "out.mp4"}``);
-    None values, and inputs that are not local files (camera index, URL), are skipped."""
+    another output, or lies inside one of ``folders`` (a facebank: its database, and
+    photos that the next import would enrol). Keys name the option for the message
+    (``{"-s/--save": "out.mp4"}``); None values, and inputs that are not local files
+    (camera index, URL), are skipped."""
     given_in = {k: Path(v) for k, v in inputs.items() if v is not None and Path(v).is_file()}
     given_out = [(k, Path(v)) for k, v in outputs.items() if v is not None]
+    for name, path in given_out:
+        for folder_name, folder in (folders or {}).items():
+            if folder is not None and _inside(path, Path(folder)):
+                raise PathClash(f"{name} {path} is inside the {folder_name} folder {folder}: "
+                                "it would damage it or be enrolled from it; write elsewhere")
     for i, (name, path) in enumerate(given_out):
         for source, source_path in given_in.items():
             if _same(path, source_path):

@@ -9,6 +9,11 @@ from mobileface.errors import ModelError
 log = logging.getLogger(__name__)
 
 
+#: the most intra-op threads a model may have: each model owns its pool, so 200 threads for
+#: the 8 models of a pipeline already exhausted a 4 GB address space (measured)
+MAX_THREADS = 64
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How every ONNX model of an analyzer runs.
@@ -26,8 +31,9 @@ class RuntimeConfig:
     active: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.intra_op_threads < 0:
-            raise ValueError("intra_op_threads must be >= 0")
+        if not 0 <= self.intra_op_threads <= MAX_THREADS:
+            raise ValueError(f"threads per model must be 0 (onnxruntime decides) to "
+                             f"{MAX_THREADS}, got {self.intra_op_threads}")
         object.__setattr__(self, "providers", tuple(normalise_provider(p) for p in self.providers))
         if not self.providers:
             raise ValueError("at least one provider is needed")

@@ -75,8 +75,7 @@ class EventsSink(Sink):
     def __init__(self, path: str | os.PathLike, crops_dir: str | os.PathLike | None = None,
                  source: str = ""):
         self.path = check_writable(path, "events file")
-        self.crops_dir = Path(crops_dir) if crops_dir else \
-            self.path.with_name(self.path.stem + "_crops")
+        self.crops_dir = Path(crops_dir) if crops_dir else default_crops_dir(self.path)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         try:
             self.crops_dir.mkdir(parents=True, exist_ok=True)
@@ -166,3 +165,9 @@ class EventsSink(Sink):
         if self.last_track is None:
             return f"the events file {self.path} holds no track"
         return f"the events file {self.path} is complete up to track {self.last_track}"
+
+
+def default_crops_dir(events: str | os.PathLike) -> Path:
+    """Where best-shot crops go when no folder is given: beside the events file."""
+    events = Path(events)
+    return events.with_name(events.stem + "_crops")
