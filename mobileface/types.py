@@ -153,6 +153,10 @@ class Faces:
             return self.track_age, self.track_gender
         return self.age, self.gender
 
+    def column(self, name: str) -> np.ndarray | None:
+        """A row column or an extra column by name (None when not filled)."""
+        return getattr(self, name) if name in ROW_COLUMNS else self.extra.get(name)
+
     def set_column(self, name: str, values: np.ndarray) -> None:
         """Set a row column (or an extra column) after checking its length."""
         if len(values) != len(self):

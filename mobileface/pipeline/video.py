@@ -347,18 +347,12 @@ class FacePipeline:
         """The per-track stages on the due rows; on identity-only re-checks, only the
         stages that lead to the embedding (age and gender keep their samples)."""
         for stage in self.track_stages:
-            if stage is self.embedder or "embedding" in stage.provides:
+            if "embedding" in stage.provides:
                 stage(frame, sub)
             elif not recheck.all():
                 described = sub[~recheck]
                 stage(frame, described)
-                for column in stage.provides:
-                    values = getattr(described, column, None)
-                    if values is None:
-                        continue
-                    full = np.full((len(sub), *values.shape[1:]), np.nan, np.float32)
-                    full[~recheck] = values
-                    sub.set_column(column, full)
+                _scatter(described, stage.provides, sub, ~recheck)
 
     def _per_track_work(self, frame: np.ndarray, faces: Faces, rows: np.ndarray,
                         recheck: np.ndarray, frame_index: int) -> None:
@@ -397,14 +391,7 @@ class FacePipeline:
         """What the per-track stages computed, in the frame's own columns (NaN on the rows
         that got no per-track work in this frame)."""
         for stage in self.track_stages:
-            for column in stage.provides:
-                values = getattr(sub, column, None) if hasattr(sub, column) else \
-                    sub.extra.get(column)
-                if values is None:
-                    continue
-                full = np.full((len(faces), *values.shape[1:]), np.nan, np.float32)
-                full[rows] = values
-                faces.set_column(column, full)
+            _scatter(sub, stage.provides, faces, rows)
 
     def _appearance(self, faces: Faces, tid: int, embedding: np.ndarray) -> None:
         """The track's appearance for re-identification (its best face so far); a track
@@ -460,3 +447,13 @@ class FacePipeline:
         if self.embedder is None:
             return state.summary(None, None)
         return state.summary(self.identity_of(state), state.vote.similarity)
+
+
+def _scatter(part: Faces, columns, whole: Faces, rows: np.ndarray) -> None:
+    """Copy ``columns`` of ``part`` into the ``rows`` of ``whole`` (NaN in its other rows)."""
+    for column in columns:
+        values = part.column(column)
+        if values is not None:
+            full = np.full((len(whole), *values.shape[1:]), np.nan, np.float32)
+            full[rows] = values
+            whole.set_column(column, full)

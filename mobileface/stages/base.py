@@ -32,7 +32,7 @@ class Stage(ABC):
     per_track: bool = False
 
     def __call__(self, image: np.ndarray, faces: Faces) -> Faces:
-        missing = [c for c in self.requires if _column(faces, c) is None]
+        missing = [c for c in self.requires if faces.column(c) is None]
         if missing:
             raise ValueError(f"stage {self.name!r} needs column(s) {missing} filled first")
         start = time.perf_counter()
@@ -57,10 +57,6 @@ class Stage(ABC):
         """Give empty columns their shape when a frame has no face."""
         for column in self.provides:
             faces.set_column(column, np.zeros((0,), np.float32))
-
-
-def _column(faces: Faces, name: str):
-    return faces.extra.get(name) if not hasattr(faces, name) else getattr(faces, name)
 
 
 def order_stages(stages: Iterable[Stage], available: Sequence[str] = DETECTOR_COLUMNS) -> list[Stage]:
