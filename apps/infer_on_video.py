@@ -82,6 +82,7 @@ def _embedder_files(embedder: str) -> dict[str, Path]:
 
 
 def _validate(args) -> None:
+    from mobileface.identity.store import is_database_url
     from mobileface.io.paths import check_distinct
 
     from mobileface.outputs.sinks import default_crops_dir
@@ -89,7 +90,8 @@ def _validate(args) -> None:
     crops = args.crops or (default_crops_dir(args.events) if args.events else None)
     check_distinct({"-f/--file": args.file, **_embedder_files(args.embedder)},
                    {"-s/--save": args.save, "--events": args.events, "--crops": crops},
-                   folders={"facebank": None if args.no_recognition else
+                   folders={"facebank": None if args.no_recognition or
+                            is_database_url(args.facebank) else
                             (args.facebank or default_facebank())})
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
@@ -114,16 +116,19 @@ def _check_seconds(option: str, value: float, zero_ok: bool) -> None:
 def _facebank(args, pipeline):
     """The facebank to match against (updated from its folders with -u), or None."""
     from mobileface.identity.enrol import FaceEnroller
-    from mobileface.identity.facebank import Facebank
+    from mobileface.identity.store import is_database_url, open_facebank
 
-    folder = Path(args.facebank or default_facebank())
-    if not folder.is_dir():
+    spec = args.facebank or default_facebank()
+    if args.update and is_database_url(spec):
+        raise MobileFaceError("-u/--update imports a facebank folder; a postgresql:// facebank "
+                              "is fed with: python -m mobileface facebank import DIR --facebank URL")
+    if not is_database_url(spec) and not Path(spec).is_dir():
         if args.facebank or args.update:
-            raise MobileFaceError(f"no facebank folder {folder}")
+            raise MobileFaceError(f"no facebank folder {spec}")
         log.warning("no facebank at %s: every face will be Unknown "
-                    "(enrol people with apps/take_pic.py)", folder)
+                    "(enrol people with apps/take_pic.py)", spec)
         return None
-    bank = Facebank(folder, outlier_threshold=pipeline.threshold, embedder=args.embedder)
+    bank = open_facebank(spec, outlier_threshold=pipeline.threshold, embedder=args.embedder)
     if args.update:
         enrol = FaceEnroller(pipeline.analyzer)
 
@@ -132,7 +137,7 @@ def _facebank(args, pipeline):
                  "%d skipped", len(bank.names()), len(report.added), report.kept,
                  len(report.skipped))
     if not bank.names():
-        log.warning("the facebank %s is empty: every face will be Unknown", folder)
+        log.warning("the facebank %s is empty: every face will be Unknown", bank.location)
     return bank
 
 

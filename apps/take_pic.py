@@ -57,15 +57,16 @@ class Enrolment:
 
     def __init__(self, args):
         from mobileface.identity.enrol import FaceEnroller
-        from mobileface.identity.facebank import Facebank, check_name
+        from mobileface.identity.facebank import check_name
+        from mobileface.identity.store import open_facebank
 
         self.name = check_name(args.name)
         if not 0.0 <= args.min_quality <= 1.0:      # NaN too: qualities are in [0, 1]
             raise MobileFaceError(f"--min-quality is a quality in [0, 1], got {args.min_quality}")
         self.min_quality = args.min_quality
         self.enroller = FaceEnroller(**analyzer_options(args))
-        self.bank = Facebank(args.facebank or default_facebank(), embedder=args.embedder,
-                             outlier_threshold=self.enroller.threshold)
+        self.bank = open_facebank(args.facebank or default_facebank(), embedder=args.embedder,
+                                  outlier_threshold=self.enroller.threshold)
         self.saved: list[str] = []
 
     def add(self, face, label: str) -> bool:
@@ -81,7 +82,7 @@ class Enrolment:
                       warn=log.warning)
         self.saved += files
         log.info("%s: enrolled as %s (quality %.2f) -> %s", label, self.name, face.quality,
-                 self.bank.folder / files[0])
+                 self.bank.where_is(files[0]))
         return True
 
 
@@ -190,7 +191,7 @@ def run(args) -> int:
     else:
         failures = enrol_camera(enrolment, args)
     print(f"{enrolment.name}: {len(enrolment.saved)} picture(s) enrolled into "
-          f"{enrolment.bank.folder}")
+          f"{enrolment.bank.location}")
     return 1 if failures else 0
 
 

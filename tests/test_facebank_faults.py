@@ -89,7 +89,11 @@ class FakeEnroller:
         return _embed(Path(path))
 
     def embed_image(self, image, label, several="refuse"):
-        return SimpleNamespace(embedding=_vector(Path(label).name), quality=0.8)
+        from mobileface.identity.store import Enrolment
+
+        embedding = _vector(Path(label).name)
+        return SimpleNamespace(embedding=embedding, quality=0.8, enrolment=lambda stem, data,
+                               suffix: Enrolment(data, suffix, stem, embedding, 0.8, b"chip"))
 
 
 @pytest.fixture

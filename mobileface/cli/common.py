@@ -117,9 +117,11 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_facebank_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--facebank", default=None, metavar="DIR",
-                        help="facebank folder: one sub-folder of photos per person and "
-                             f"facebank.sqlite (default: $MOBILEFACE_FACEBANK or ./{DEFAULT_FACEBANK})")
+    parser.add_argument("--facebank", default=None, metavar="DIR|URL",
+                        help="facebank folder (one sub-folder of photos per person and "
+                             "facebank.sqlite), or a PostgreSQL database with pgvector "
+                             "(postgresql://user@host:port/db) that many machines share "
+                             f"(default: $MOBILEFACE_FACEBANK or ./{DEFAULT_FACEBANK})")
 
 
 def providers(args) -> list[str]:

@@ -40,7 +40,12 @@ def add_parser(sub) -> None:
     add_facebank_option(rename)
 
     imp = commands.add_parser("import", help="make the facebank mirror its folders "
-                                             "(facebank/NAME/*.jpg)")
+                                             "(facebank/NAME/*.jpg), or add a photo folder "
+                                             "to a database facebank")
+    imp.add_argument("photos", nargs="?", default=None, metavar="DIR",
+                     help="the folder of person folders to import (a folder facebank: its "
+                          "own folder, the default; a postgresql:// facebank: needed unless "
+                          "--reembed, which re-embeds the photos the database keeps)")
     imp.add_argument("--reembed", action="store_true",
                      help="re-embed pictures enrolled with another embedding model")
     add_facebank_option(imp)
@@ -62,10 +67,27 @@ def open_facebank(args, outlier_threshold: float | None = None, read_only: bool 
     folder cannot be written. The --embedder given goes into the re-embed command that
     errors print, so that it works as printed.
     """
-    from mobileface.identity.facebank import Facebank
+    from mobileface.identity.store import open_facebank
 
-    return Facebank(args.facebank or default_facebank(), outlier_threshold=outlier_threshold,
-                    read_only=read_only, embedder=getattr(args, "embedder", None))
+    return open_facebank(facebank_of(args), outlier_threshold=outlier_threshold,
+                         read_only=read_only, embedder=getattr(args, "embedder", None))
+
+
+def facebank_of(args) -> str:
+    """The facebank --facebank names (a folder or a postgresql:// URL); for ``import``
+    of a folder facebank, its DIR argument when --facebank is not given."""
+    from mobileface.identity.facebank import FacebankError
+    from mobileface.identity.store import is_database_url
+
+    photos = getattr(args, "photos", None)
+    if args.facebank is None and photos is not None:
+        return photos
+    facebank = args.facebank or default_facebank()
+    if photos is not None and not is_database_url(facebank) and \
+            Path(photos).resolve() != Path(facebank).resolve():
+        raise FacebankError(f"the folder facebank {facebank} imports its own folder: drop "
+                            f"{photos}, or copy its person folders into {facebank}")
+    return facebank
 
 
 def enroller(args):
@@ -76,11 +98,13 @@ def enroller(args):
 
 
 def run(args) -> int:
-    command = args.facebank_command
-    if command in ("remove", "rename", "list", "calibrate") and not Path(args.facebank or
-                                                             default_facebank()).is_dir():
+    from mobileface.identity.store import is_database_url
+
+    command, facebank = args.facebank_command, facebank_of(args)
+    if command in ("remove", "rename", "list", "calibrate") and \
+            not is_database_url(facebank) and not Path(facebank).is_dir():
         from mobileface.identity.facebank import FacebankError
-        raise FacebankError(f"no facebank folder {args.facebank or default_facebank()}")
+        raise FacebankError(f"no facebank folder {facebank}")
     return {"list": cmd_list, "add": cmd_add, "remove": cmd_remove, "rename": cmd_rename,
             "import": cmd_import, "calibrate": cmd_calibrate}[command](args)
 
@@ -118,13 +142,12 @@ def cmd_add(args) -> int:
             failures += 1
             log.error("%s", exc)
             continue
-        enrolments.append((data, Path(path).suffix.lower(), Path(path).stem, face.embedding,
-                           face.quality))
+        enrolments.append(face.enrolment(Path(path).stem, data, Path(path).suffix.lower()))
     if enrolments:
         with open_facebank(args, enrol.threshold) as bank:
             files = bank.add(name, enrolments, enrol.model_id)
             flagged = [f for p in bank.people() if p.name == name for f in p.outliers]
-        print(f"added {len(files)} picture(s) of {name}")
+        print(f"added {len(files)} picture(s) of {name} to {bank.location}")
         for file in flagged:
             log.warning("%s is far from the other pictures of %s: likely a mistake", file, name)
     return 1 if failures else 0
@@ -132,7 +155,7 @@ def cmd_add(args) -> int:
 
 def cmd_remove(args) -> int:
     with open_facebank(args) as bank:
-        moved = bank.remove(args.name)
+        moved = bank.remove(args.name)     # a folder facebank moves the photos to .trash
     print(f"removed {args.name}" + (f" (pictures moved to {moved})" if moved else ""))
     return 0
 
@@ -145,12 +168,21 @@ def cmd_rename(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from mobileface.identity.facebank import FacebankError
+    from mobileface.identity.store import describe_url, is_database_url
+
+    if is_database_url(facebank_of(args)) and args.photos is None and not args.reembed:
+        raise FacebankError("give the photo folder to import: facebank import DIR --facebank "
+                            f"{describe_url(facebank_of(args))} (or --reembed, to embed again "
+                            "the photos the database keeps)")
     enrol = enroller(args)
     with open_facebank(args, enrol.threshold) as bank:
+        photos = {"folder": args.photos} if is_database_url(facebank_of(args)) else {}
         report = bank.import_folder(enrol.embedding_and_quality, enrol.model_id,
-                                    reembed=args.reembed)
+                                    reembed=args.reembed, **photos)
         people = len(bank.names())
-    print(f"imported {bank.folder}: {people} people; {len(report.added)} picture(s) embedded, "
+    what = f"{args.photos} into {bank.location}" if photos.get("folder") else bank.location
+    print(f"imported {what}: {people} people; {len(report.added)} picture(s) embedded, "
           f"{report.kept} unchanged, {len(report.removed)} removed, "
           f"{len(report.skipped)} skipped, {len(report.outliers)} flagged")
     return 0

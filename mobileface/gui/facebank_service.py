@@ -62,11 +62,14 @@ class FacebankService(QObject):
     busy = pyqtSignal(bool)
 
     def __init__(self, folder: str | Path):
+        from mobileface.identity.store import is_database_url
+
         super().__init__()
-        self.folder = Path(folder)
+        #: the facebank: a folder, or a postgresql:// URL
+        self.folder = folder if is_database_url(folder) else Path(folder)
         self.bank = None
         self._enroller = None
-        self._thumbs: dict[tuple[str, float], QImage] = {}
+        self._thumbs: dict[str, QImage] = {}
         self._timer: QTimer | None = None
         self._thread = QThread()
         self._thread.setObjectName("mobileface-facebank")
@@ -107,9 +110,9 @@ class FacebankService(QObject):
             self.busy.emit(False)
 
     def _open(self) -> None:
-        from mobileface.identity.facebank import Facebank
+        from mobileface.identity.store import open_facebank
 
-        self.bank = Facebank(self.folder)
+        self.bank = open_facebank(self.folder)
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
@@ -148,27 +151,20 @@ class FacebankService(QObject):
 
     def _publish(self) -> None:
         bank = self._need_bank()
-        folders = bank.scan_folder()
+        faces = bank.faces()
         entries = []
         for person in bank.people():
-            thumb = None
-            pictures = folders.get(person.name) or []
-            if pictures:
-                thumb = self._thumbnail(pictures[0])
+            face = faces.get(person.name)
+            thumb = self._thumbnail(*face) if face else None
             entries.append(PersonEntry(person.name, person.images, len(person.outliers), thumb))
         self.people.emit(entries)
 
-    def _thumbnail(self, path: Path) -> QImage | None:
-        try:
-            key = (str(path), path.stat().st_mtime)
-        except OSError:
-            return None
+    def _thumbnail(self, key: str, read) -> QImage | None:
+        """The thumbnail of a picture (``read()`` gives it as BGR), cached by its key."""
         if key not in self._thumbs:
-            from mobileface.io.image import read_image
-
             try:   # the same limits as every image read (a huge or special file is refused)
-                image = read_image(path)
-            except MobileFaceError:
+                image = read()
+            except (MobileFaceError, OSError):
                 return None
             self._thumbs[key] = thumbnail(image)
         return self._thumbs[key]

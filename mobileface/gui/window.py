@@ -26,6 +26,7 @@ from mobileface.errors import MobileFaceError
 from mobileface.io.video import parse_source
 from mobileface.gui import DET_SIZES, THRESHOLD_RANGE, VIEWER_DET_SIZE, VIEWER_DETECTORS
 from mobileface.gui.facebank_service import FacebankService
+from mobileface.identity.store import describe_url, is_database_url
 from mobileface.gui.settings import ViewerSettings
 from mobileface.gui.unknowns import UnknownFaces
 from mobileface.gui.widgets import TrackTable, VideoView, face_at
@@ -54,7 +55,8 @@ class MainWindow(QMainWindow):
                  holder: PipelineHolder | None = None):
         super().__init__()
         self.settings = settings_store(settings)
-        self.facebank_folder = Path(facebank)
+        #: the facebank: a folder (a Path) or a postgresql:// URL (a str)
+        self.facebank_folder = facebank if is_database_url(facebank) else Path(facebank)
         self.setWindowTitle("MobileFace viewer")
         #: keeps the loaded pipeline between runs (windows may share one, one run at a time)
         self.holder = holder or PipelineHolder()
@@ -189,7 +191,9 @@ class MainWindow(QMainWindow):
     def _build_facebank_tab(self) -> QWidget:
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        self.facebank_label = QLabel(f"Folder: {self.facebank_folder.resolve()}")
+        self.facebank_label = QLabel(
+            f"Database: {describe_url(self.facebank_folder)}" if is_database_url(
+                self.facebank_folder) else f"Folder: {self.facebank_folder.resolve()}")
         self.facebank_label.setWordWrap(True)
         layout.addWidget(self.facebank_label)
         self.people_list = QListWidget()

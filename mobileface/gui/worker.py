@@ -111,13 +111,13 @@ class PipelineHolder:
         pipeline.set_threshold(request.threshold)     # None: the embedder's own
         return pipeline
 
-    def facebank(self, folder: Path):
-        from mobileface.identity.facebank import Facebank
+    def facebank(self, spec):
+        """The facebank of a folder or a postgresql:// URL, opened once."""
+        from mobileface.identity.store import open_facebank
 
-        folder = Path(folder)
-        if folder not in self._banks:
-            self._banks[folder] = Facebank(folder)
-        return self._banks[folder]
+        if spec not in self._banks:
+            self._banks[spec] = open_facebank(spec)
+        return self._banks[spec]
 
 
 class _ViewSink(Sink):

@@ -29,7 +29,8 @@ from mobileface.identity.names import DB_COMPANIONS, DB_NAME
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+#: the schema this version writes; version 1 (no aligned crops) is upgraded on first write
+SCHEMA_VERSION = 2
 #: written into the SQLite header of every facebank this module creates ("MFB1"):
 #: how a facebank is told from another application's SQLite file
 APPLICATION_ID = 0x4D464231
@@ -53,10 +54,14 @@ CREATE TABLE IF NOT EXISTS images (
     quality   REAL NOT NULL,
     outlier   INTEGER NOT NULL DEFAULT 0,
     added     REAL NOT NULL,
+    chip      BLOB,
     UNIQUE (person_id, file)
 );
 CREATE INDEX IF NOT EXISTS images_person ON images(person_id);
 """
+#: how a facebank of each older schema version becomes the next one (tested in
+#: tests/test_facebank_backends.py); version 2 keeps each row's aligned crop
+MIGRATIONS = {1: ("ALTER TABLE images ADD COLUMN chip BLOB",)}
 #: the columns every table must have: a facebank missing one is damaged
 _COLUMNS = {"meta": {"key", "value"}, "people": {"id", "name", "created"},
             "images": {"id", "person_id", "file", "sha256", "model", "embedding", "quality",
@@ -65,15 +70,30 @@ _COLUMNS = {"meta": {"key", "value"}, "people": {"id", "name", "created"},
 #: one row per (person, picture): storing the same picture twice (two imports at once, a
 #: picture added again) updates the row instead of failing
 UPSERT_IMAGE = """
-INSERT INTO images (person_id, file, sha256, model, embedding, quality, outlier, added)
-VALUES (?, ?, ?, ?, ?, ?, 0, ?)
+INSERT INTO images (person_id, file, sha256, model, embedding, quality, outlier, added, chip)
+VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 ON CONFLICT (person_id, file) DO UPDATE SET sha256 = excluded.sha256, model = excluded.model,
     embedding = excluded.embedding, quality = excluded.quality, outlier = 0,
-    added = excluded.added
+    added = excluded.added, chip = excluded.chip
 """
 
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def check_version(value, where: str) -> int:
+    """The schema version a facebank's meta table holds, refusing one this version
+    cannot read (a newer one, or nonsense)."""
+    try:
+        version = int(value)
+    except (TypeError, ValueError):
+        raise FacebankError(f"{where} has an unreadable schema version {value!r}") from None
+    if version > SCHEMA_VERSION:
+        raise FacebankError(f"{where} has schema version {version}, made by a newer MobileFace; "
+                            f"this one reads up to version {SCHEMA_VERSION}: upgrade MobileFace")
+    if version < 1:
+        raise FacebankError(f"{where} has an unknown schema version {version}")
+    return version
 
 
 def encode_embedding(vector: np.ndarray) -> bytes:
@@ -124,6 +144,7 @@ class Database:
                     self._create_schema()
                 self._verify_schema()
                 self.conn.execute("PRAGMA journal_mode = WAL")
+            self.upgrade()
         except BaseException:
             self.conn.close()
             raise
@@ -221,9 +242,23 @@ class Database:
         version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version is None:
             raise self._damaged("it has no schema version")
-        if str(version[0]) != str(SCHEMA_VERSION):
-            raise FacebankError(f"{shown(self.path)} has schema {version[0]}, "
-                                f"this version reads {SCHEMA_VERSION}")
+        self.version = check_version(version[0], shown(self.path))
+
+    def upgrade(self) -> None:
+        """Bring a facebank of an older schema to this one, one step per version, in
+        one transaction (a failure leaves the old schema as it was)."""
+        if self.version == SCHEMA_VERSION:
+            return
+        with self.transaction() as conn:
+            version = check_version(conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema'").fetchone()[0], shown(self.path))
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+        log.info("facebank %s: schema upgraded from version %d to %d", shown(self.path),
+                 self.version, SCHEMA_VERSION)
+        self.version = SCHEMA_VERSION
 
     def _damaged(self, what: str) -> FacebankError:
         return FacebankError(f"{shown(self.path)} is damaged ({what}); the photos are "

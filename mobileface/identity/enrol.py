@@ -60,10 +60,16 @@ class EnrolFace:
             raise EnrolError("cannot encode the aligned face")
         return data.tobytes()
 
-    def enrolment(self, stem: str) -> tuple[bytes, str, str, np.ndarray, float]:
+    def enrolment(self, stem: str, photo: bytes | None = None, suffix: str = ".jpg"):
         """What :meth:`Facebank.add <mobileface.identity.facebank.Facebank.add>` stores of
-        this face: the aligned face as a JPEG named ``stem``, its embedding and quality."""
-        return self.jpeg(), ".jpg", stem, self.embedding, self.quality
+        this face (an :class:`~mobileface.identity.store.Enrolment`): the ``photo`` it was
+        found in (file bytes, named ``stem`` + ``suffix``; the aligned face as a JPEG when
+        not given), its embedding and quality, and the aligned face."""
+        from mobileface.identity.store import Enrolment
+
+        chip = self.jpeg()
+        return Enrolment(chip if photo is None else photo, suffix if photo is not None else ".jpg",
+                         stem, self.embedding, self.quality, chip)
 
     def problem(self, min_quality: float = MIN_ENROL_QUALITY) -> str | None:
         """Why this face is not good enough to enrol (None when it is).
@@ -167,7 +173,8 @@ class FaceEnroller:
     def embed_file(self, path: str | Path, several: str = "refuse") -> EnrolFace:
         return self.embed_image(read_image(path), str(path), several)
 
-    def embedding_and_quality(self, path: str | Path) -> tuple[np.ndarray, float]:
-        """What :meth:`Facebank.import_folder` asks of each photo (one face, or EnrolError)."""
+    def embedding_and_quality(self, path: str | Path) -> tuple[np.ndarray, float, bytes]:
+        """What :meth:`Facebank.import_folder` asks of each photo (one face, or EnrolError):
+        its embedding, quality and aligned face (JPEG)."""
         face = self.embed_file(path)
-        return face.embedding, face.quality
+        return face.embedding, face.quality, face.jpeg()

@@ -43,11 +43,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import sqlite3
 import time
 from contextlib import AbstractContextManager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -60,46 +59,17 @@ from mobileface.identity.database import (APPLICATION_ID, BUSY_TIMEOUT, SCHEMA_V
                                           encode_embedding)
 from mobileface.identity.errors import FacebankError, os_error, shown
 from mobileface.identity.photos import sha256_bytes
-from mobileface.identity.gallery import Gallery, normalise
+from mobileface.identity.store import (Enrolment, FacebankRules, ImportReport, Person, embedded,
+                                       enrolments, outlier_mask, reembed_command)
 from mobileface.identity.names import (DB_COMPANIONS, DB_NAME, IMAGE_SUFFIXES, MAX_STEM,
                                        RESERVED_NAMES, TRASH, check_name, check_suffix)
 
 __all__ = ["APPLICATION_ID", "BUSY_TIMEOUT", "DB_COMPANIONS", "DB_NAME", "IMAGE_SUFFIXES",
-           "MAX_STEM", "RESERVED_NAMES", "SCHEMA_VERSION", "TRASH", "Facebank", "FacebankError",
-           "ImportReport", "Person", "check_name", "check_suffix", "reembed_command",
+           "MAX_STEM", "RESERVED_NAMES", "SCHEMA_VERSION", "TRASH", "Enrolment", "Facebank",
+           "FacebankError", "ImportReport", "Person", "check_name", "check_suffix", "reembed_command",
            "sha256_bytes", "shown"]
 
 log = logging.getLogger(__name__)
-
-
-def reembed_command(folder, embedder: str | None) -> str:
-    """The command that re-embeds the facebank ``folder`` with ``embedder`` (the
-    --embedder spec), quoted so that it works when pasted into a shell."""
-    words = ["python", "-m", "mobileface", "facebank", "import", "--reembed",
-             "--facebank", str(folder)]
-    if embedder:
-        words += ["--embedder", str(embedder)]
-    return shlex.join(words)
-
-
-@dataclass
-class Person:
-    id: int
-    name: str
-    images: int
-    outliers: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    best_quality: float = 0.0
-
-
-@dataclass
-class ImportReport:
-    added: list[str] = field(default_factory=list)     # files newly embedded
-    kept: int = 0                                      # files already up to date
-    removed: list[str] = field(default_factory=list)   # rows whose file is gone
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    outliers: list[str] = field(default_factory=list)  # files flagged as likely mistakes
-    people_removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -109,24 +79,10 @@ class _Row:
     sha256: str
     embedding: np.ndarray
     quality: float
+    chip: bytes | None = None
 
 
-def _embedder_of(model_id: str | None) -> str | None:
-    """The --embedder spec of a model id of dlib's embedders (the ones known by name);
-    None for another model, whose spec file only its user knows."""
-    if not model_id:
-        return None
-    from mobileface.convert.dlib_resnet import MODEL_NAME
-    from mobileface.stages.embed import DEFAULT_EMBEDDER, INT8_EMBEDDER
-
-    if model_id.startswith(f"{MODEL_NAME}-int8:"):
-        return INT8_EMBEDDER
-    if model_id.startswith(f"{MODEL_NAME}:"):
-        return DEFAULT_EMBEDDER
-    return None
-
-
-class Facebank:
+class Facebank(FacebankRules):
     """A facebank folder and its database (created when missing).
 
     outlier_threshold: an enrolment image whose similarity to every other image
@@ -164,6 +120,20 @@ class Facebank:
         self._data_version = self._db.data_version()
 
     # -- plumbing ------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """The facebank as messages name it: its folder."""
+        return shown(self.folder)
+
+    @property
+    def spec(self) -> Path:
+        """What ``--facebank`` names: the folder."""
+        return self.folder
+
+    def where_is(self, file: str) -> str:
+        """Where an enrolled picture (a file of :meth:`add`) is kept."""
+        return shown(self.folder / file)
 
     def close(self) -> None:
         self._db.close()
@@ -229,64 +199,26 @@ class Facebank:
     def models(self) -> list[str]:
         return [m for (m,) in self._db.query("SELECT DISTINCT model FROM images ORDER BY 1")]
 
-    def reembed_command(self, model_id: str | None = None) -> str:
-        """The command that re-embeds this facebank, to paste as it is printed.
+    def _gallery_rows(self, model_id: str, include_outliers: bool) -> list[tuple]:
+        where = "" if include_outliers else " AND i.outlier = 0"
+        return self._db.query("SELECT i.id, i.added, p.id, p.name FROM images i JOIN people p "
+                              f"ON p.id = i.person_id WHERE i.model = ?{where} "
+                              "ORDER BY p.name, i.file", (model_id,))
 
-        It names this facebank's folder and the embedder: the one the user gave
-        (``embedder``), else dlib's when ``model_id`` is one of its models; for
-        another model unknown here it asks for the spec (SPEC).
-        """
-        spec = self.embedder or _embedder_of(model_id)
-        command = reembed_command(self.folder, spec or "SPEC")
-        if spec is None:
-            command += f" (SPEC: the spec .json of the embedder {model_id})"
-        return command
-
-    def _other_models(self, model_id: str) -> FacebankError | None:
-        """The refusal of a facebank holding embeddings of other models (None: it does not)."""
-        others = [m for m in self.models() if m != model_id]
-        if not others:
-            return None
-        return FacebankError(f"facebank {shown(self.folder)} holds embeddings of "
-                             f"{', '.join(others)}, not of {model_id}; re-embed it from its "
-                             f"photos with: {self.reembed_command(model_id)}")
-
-    def gallery(self, model_id: str, include_outliers: bool = True) -> Gallery:
-        """Every enrolled embedding made by ``model_id``, ready to match.
-
-        A facebank whose embeddings were made by another model cannot be
-        compared with this one's: that is refused, naming how to re-embed.
-        """
-        refusal = self._other_models(model_id)
-        if refusal:
-            raise refusal
-        query = ("SELECT p.id, p.name, i.embedding FROM images i JOIN people p "
-                 "ON p.id = i.person_id WHERE i.model = ?")
-        if not include_outliers:
-            query += " AND i.outlier = 0"
-        rows = self._db.query(query + " ORDER BY p.name, i.file", (model_id,))
-        ids, names, owners, vectors = [], [], [], []
-        for pid, name, blob in rows:
-            if not ids or ids[-1] != pid:
-                ids.append(pid)
-                names.append(name)
-            owners.append(len(ids) - 1)
-            vectors.append(decode_embedding(blob))
-        if vectors and len({len(v) for v in vectors}) != 1:
-            raise FacebankError(f"facebank {shown(self.folder)} mixes embedding sizes; "
-                                "re-import it")
-        embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-        return Gallery(ids, names, embeddings, owners, model_id)
-
-    def pairs(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Genuine (same person) and impostor (different people) similarities."""
-        gallery = self.gallery(model_id, include_outliers=False)
-        if len(gallery.embeddings) < 2:
-            return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        sims = gallery.embeddings @ gallery.embeddings.T
-        upper = np.triu_indices(len(sims), 1)
-        same = (gallery.owners[:, None] == gallery.owners[None, :])[upper]
-        return sims[upper][same], sims[upper][~same]
+    def _embeddings(self, image_ids: np.ndarray) -> np.ndarray:
+        """The embeddings of these rows, in their order."""
+        found: dict[int, np.ndarray] = {}
+        ids = [int(i) for i in image_ids]
+        for start in range(0, len(ids), 900):          # SQLite's limit on bound values
+            chunk = ids[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            for image_id, blob in self._db.query(
+                    f"SELECT id, embedding FROM images WHERE id IN ({marks})", tuple(chunk)):
+                found[image_id] = decode_embedding(blob)
+        if len({len(v) for v in found.values()}) > 1 or len(found) != len(ids):
+            raise FacebankError(f"facebank {shown(self.folder)} mixes embedding sizes or "
+                                "changed while it was read; re-import it")
+        return np.stack([found[i] for i in ids])
 
     # -- changing ---------------------------------------------------------------
 
@@ -308,30 +240,30 @@ class Facebank:
         except FacebankError:
             return False
 
-    def add(self, name: str, enrolments: list[tuple[bytes, str, str, np.ndarray, float]],
-            model_id: str) -> list[str]:
+    def add(self, name: str, pictures: list[Enrolment], model_id: str) -> list[str]:
         """Enrol pictures of ``name`` (created if new), in one transaction.
 
-        enrolments: (file bytes, suffix, stem, embedding, quality) per picture;
-        each picture is written into the person's folder. Returns the files.
+        pictures: an :class:`~mobileface.identity.store.Enrolment` (or its plain
+        tuple) per picture; each picture is written into the person's folder, its
+        aligned face into the database. Returns the files.
         When anything fails (a full disk, a folder that cannot be written, the
         database), the pictures it wrote are removed again: no row, no photo.
         """
         name = check_name(name)
         self._check_writable(f"add pictures of {name!r}")
-        for _, suffix, stem, _, _ in enrolments:
-            check_suffix(suffix, stem)
+        pictures = enrolments(pictures)
+        for picture in pictures:
+            check_suffix(picture.suffix, picture.stem)
         self._check_model(model_id)
         created: list[Path] = []
         try:
-            written = [photos.copy_into_folder(self.folder, name, data, suffix, stem, created)
-                       for data, suffix, stem, _, _ in enrolments]
+            written = [photos.copy_into_folder(self.folder, name, p.data, p.suffix, p.stem,
+                                               created) for p in pictures]
             with self._transaction() as conn:
                 pid = self._ensure_person(conn, name)
-                for file, (data, _, _, embedding, quality) in zip(written, enrolments):
-                    conn.execute(UPSERT_IMAGE, (pid, file, sha256_bytes(data), model_id,
-                                                encode_embedding(embedding), float(quality),
-                                                time.time()))
+                for file, p in zip(written, pictures):
+                    self._insert(conn, pid, _Row(name, file, sha256_bytes(p.data), p.embedding,
+                                                 float(p.quality), p.chip), model_id)
                 self._flag_outliers(conn, [pid])
         except OSError as exc:
             self._discard(created)
@@ -341,11 +273,6 @@ class Facebank:
             self._discard(created)
             raise
         return written
-
-    def _check_model(self, model_id: str) -> None:
-        refusal = self._other_models(model_id)
-        if refusal:
-            raise refusal
 
     def rename(self, old: str, new: str) -> None:
         """Rename a person: the row, their pictures' paths, and (last) their folder."""
@@ -404,6 +331,19 @@ class Facebank:
             raise
         return moved_to
 
+    def faces(self) -> dict[str, tuple[str, Callable[[], np.ndarray]]]:
+        """Per person, a picture to show (their first photo): its key (path and time)
+        and how to read it as BGR."""
+        from mobileface.io.image import read_image
+
+        out = {}
+        for name, paths in self.scan_folder().items():
+            with suppress(OSError):
+                if paths:
+                    key = f"{paths[0]}:{paths[0].stat().st_mtime}"
+                    out[name] = (key, lambda path=paths[0]: read_image(path))
+        return out
+
     def scan_folder(self) -> dict[str, list[Path]]:
         """The people folders and their pictures, as the folder holds them now."""
         return photos.scan(self.folder).people
@@ -454,13 +394,12 @@ class Facebank:
                 if progress:
                     progress(file)
                 try:
-                    embedding, quality = embed(path)
+                    embedding, quality, chip = embedded(embed(path))
                 except MobileFaceError as exc:
                     report.skipped.append((file, str(exc)))
                     log.warning("skipping %s: %s", shown(path), exc)
                     continue
-                fresh.append(_Row(name, file, digest, np.asarray(embedding, np.float32),
-                                  float(quality)))
+                fresh.append(_Row(name, file, digest, embedding, quality, chip))
                 report.added.append(file)
         # Everything is computed: now one short write transaction.
         with self._transaction() as conn:
@@ -505,7 +444,8 @@ class Facebank:
 
     def _insert(self, conn, pid: int, row: _Row, model_id: str) -> None:
         conn.execute(UPSERT_IMAGE, (pid, row.file, row.sha256, model_id,
-                                    encode_embedding(row.embedding), row.quality, time.time()))
+                                    encode_embedding(row.embedding), row.quality, time.time(),
+                                    row.chip))
 
     def _flag_outliers(self, conn, person_ids: list[int]) -> list[str]:
         """Flag pictures not close to any other picture of their person; returns them.
@@ -522,14 +462,11 @@ class Facebank:
         for pid in person_ids:
             rows = conn.execute("SELECT id, file, embedding FROM images WHERE person_id = ?",
                                 (pid,)).fetchall()
-            if len(rows) < 2:
-                conn.execute("UPDATE images SET outlier = 0 WHERE person_id = ?", (pid,))
+            if not rows:
                 continue
-            vectors = normalise(np.stack([decode_embedding(blob) for _, _, blob in rows]))
-            sims = vectors @ vectors.T
-            np.fill_diagonal(sims, -np.inf)
-            for (image_id, file, _), best in zip(rows, sims.max(1)):
-                outlier = float(best) < self.outlier_threshold
+            mask = outlier_mask(np.stack([decode_embedding(blob) for _, _, blob in rows]),
+                                self.outlier_threshold)
+            for (image_id, file, _), outlier in zip(rows, mask):
                 conn.execute("UPDATE images SET outlier = ? WHERE id = ?", (int(outlier), image_id))
                 if outlier:
                     flagged.append(file)

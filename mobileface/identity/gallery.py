@@ -41,15 +41,36 @@ class Matches:
         return np.where(ok, self.person, -1)
 
 
+@dataclass
+class GalleryRows:
+    """What a facebank holds for one model, without the embeddings: one entry per
+    enrolment row (its database id, when it was last written, its person), in the
+    order of the people. How :meth:`Gallery.assemble` tells what changed."""
+
+    image_ids: np.ndarray    # (M,) int64
+    versions: np.ndarray     # (M,) float64: the row's ``added`` time
+    person_ids: np.ndarray   # (M,) int64
+    names: list[str]         # (M,) the person's name for each row
+
+
 class Gallery:
     """Enrolled embeddings grouped by person, ready to match.
 
     person_ids: (P,) database ids of the people; names: their P names;
     embeddings: (M, D) one row per enrolment image; owners: (M,) index into
-    the people of each row. Rows are normalised here.
+    the people of each row. Rows are normalised here. image_ids and versions
+    (M,) identify the rows in their facebank (row numbers when not given), so
+    that a later :meth:`assemble` reuses what did not change.
+
+    From ``exact_below`` people on, an HNSW index of the people's prototypes
+    (``search``, built here when not given; see :mod:`~mobileface.identity.search`)
+    picks the candidates whose pictures are then compared exactly.
     """
 
-    def __init__(self, person_ids, names, embeddings, owners, model_id: str = ""):
+    def __init__(self, person_ids, names, embeddings, owners, model_id: str = "",
+                 image_ids=None, versions=None, search=None, exact_below: int | None = None):
+        from mobileface.identity.search import EXACT_BELOW
+
         self.person_ids = np.asarray(person_ids, np.int64).reshape(-1)
         self.names = list(names)
         self.embeddings = normalise(np.asarray(embeddings, np.float32).reshape(len(owners), -1)
@@ -60,15 +81,87 @@ class Gallery:
             raise ValueError("one name per person id is needed")
         if len(self.owners) and (self.owners.min() < 0 or self.owners.max() >= len(self.names)):
             raise ValueError("owners must index the people")
-        dim = self.embeddings.shape[1] if len(self.embeddings) else 0
-        prototypes = np.zeros((len(self.names), dim), np.float32)
-        if len(self.owners):
-            np.add.at(prototypes, self.owners, self.embeddings)
-        self.prototypes = normalise(prototypes)
+        rows = len(self.owners)
+        self.image_ids = (np.arange(rows, dtype=np.int64) if image_ids is None
+                          else np.asarray(image_ids, np.int64).reshape(-1))
+        self.versions = (np.zeros(rows) if versions is None
+                         else np.asarray(versions, np.float64).reshape(-1))
+        if len(self.image_ids) != rows or len(self.versions) != rows:
+            raise ValueError("one image id and version per row is needed")
+        if len(self.owners) and np.any(np.diff(self.owners) < 0):
+            # each person's rows together (a facebank gives them so): person p's rows
+            # are starts[p]:starts[p + 1], compared by one product and one reduceat
+            order = np.argsort(self.owners, kind="stable")
+            self.embeddings, self.owners = self.embeddings[order], self.owners[order]
+            self.image_ids, self.versions = self.image_ids[order], self.versions[order]
+        self._starts = np.concatenate([[0], np.cumsum(np.bincount(self.owners,
+                                                                  minlength=len(self.names)))])
+        self._image_order = np.argsort(self.image_ids, kind="stable")
+        self._person_order = np.argsort(self.person_ids, kind="stable")
+        self._prototypes: np.ndarray | None = None
+        self.exact_below = EXACT_BELOW if exact_below is None else int(exact_below)
+        self.search = search if len(self.names) >= self.exact_below else None
+        if len(self.names) >= self.exact_below and self.search is None:
+            from mobileface.identity.search import HnswSearch
+
+            self.search = HnswSearch(self.dim)
+            self.search.add(self.person_ids, self.prototypes)
 
     @classmethod
     def empty(cls) -> "Gallery":
         return cls([], [], np.zeros((0, 0), np.float32), [])
+
+    @classmethod
+    def assemble(cls, rows: GalleryRows, fetch, model_id: str, previous: "Gallery | None" = None,
+                 exact_below: int | None = None) -> "Gallery":
+        """The gallery of ``rows``, fetching (``fetch(image_ids) -> (M, D) embeddings``,
+        in the order asked) only the rows that ``previous`` does not hold as they are
+        now: a change to a large gallery updates its index instead of rebuilding it."""
+        ids = np.asarray(rows.image_ids, np.int64)
+        person_of_row = np.asarray(rows.person_ids, np.int64)
+        people, first, inverse = np.unique(person_of_row, return_index=True,
+                                           return_inverse=True)
+        order = np.argsort(first)            # the people in the order of their rows
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        person_ids, owners = people[order], rank[inverse.reshape(-1)]
+        names = [rows.names[i] for i in first[order]]
+        reuse = previous if (previous is not None and previous.model_id == model_id
+                             and len(previous.image_ids)) else None
+        known = reuse.rows_of(ids, rows.versions) if reuse is not None else np.full(len(ids), -1)
+        fresh = np.flatnonzero(known < 0)
+        fetched = np.asarray(fetch(ids[fresh]), np.float32) if len(fresh) else None
+        if fetched is not None and reuse is not None and fetched.shape[1] != reuse.dim:
+            reuse, known, fresh = None, np.full(len(ids), -1), np.arange(len(ids))
+            fetched = np.asarray(fetch(ids), np.float32)
+        dim = fetched.shape[1] if fetched is not None else (reuse.dim if reuse else 0)
+        vectors = np.empty((len(ids), dim), np.float32)
+        if fetched is not None:
+            vectors[fresh] = normalise(fetched)
+        kept = known >= 0
+        if kept.any():
+            vectors[kept] = reuse.embeddings[known[kept]]
+        search = None
+        if reuse is not None and reuse.search is not None:
+            # people whose pictures changed, or who are gone: their prototypes change
+            changed = set(person_of_row[fresh].tolist())
+            changed |= set(reuse.person_ids[reuse.owners[np.setdiff1d(
+                np.arange(len(reuse.image_ids)), known[kept])]].tolist())
+            search = reuse.search            # updated in place: a few keys, no rebuild
+            search.remove(sorted(changed & set(search.keys().tolist())))
+        gallery = cls(person_ids, names, vectors, owners, model_id, ids, rows.versions,
+                      search, exact_below)
+        if search is not None and gallery.search is search:
+            update = np.flatnonzero(np.isin(gallery.person_ids, sorted(changed)))
+            search.add(gallery.person_ids[update], gallery.prototypes[update])
+        return gallery
+
+    def rows_of(self, image_ids: np.ndarray, versions: np.ndarray) -> np.ndarray:
+        """(M,) this gallery's row holding each (image id, version), -1 where none does."""
+        rows = _lookup(self.image_ids, self._image_order, image_ids)
+        same = rows >= 0
+        same[same] = self.versions[rows[same]] == np.asarray(versions)[same]
+        return np.where(same, rows, -1)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -77,40 +170,104 @@ class Gallery:
     def dim(self) -> int:
         return self.embeddings.shape[1] if len(self.embeddings) else 0
 
+    @property
+    def prototypes(self) -> np.ndarray:
+        """(P, D) each person's normalised mean embedding (made when first asked for)."""
+        if self._prototypes is None:
+            prototypes = np.zeros((len(self.names), self.dim), np.float32)
+            if len(self.owners):
+                np.add.at(prototypes, self.owners, self.embeddings)
+            self._prototypes = normalise(prototypes)
+        return self._prototypes
+
     def name_of(self, person_id: int) -> str | None:
         hits = np.flatnonzero(self.person_ids == person_id)
         return self.names[int(hits[0])] if len(hits) else None
 
-    def person_similarities(self, embeddings: np.ndarray, mode: str = "best") -> np.ndarray:
-        """(N, P) similarity of each face to each person."""
+    def _queries(self, embeddings: np.ndarray, mode: str) -> np.ndarray:
         if mode not in MATCH_MODES:
             raise ValueError(f"mode must be one of {MATCH_MODES}, got {mode!r}")
-        queries = normalise(np.atleast_2d(embeddings))
-        if len(self.names) == 0:
-            return np.zeros((len(queries), 0), np.float32)
-        if queries.shape[1] != self.dim:
+        queries = normalise(np.atleast_2d(np.asarray(embeddings, np.float32)))
+        if len(self.names) and queries.shape[1] != self.dim:
             raise ValueError(f"embeddings have {queries.shape[1]} dimensions, "
                              f"the gallery has {self.dim}")
+        return queries
+
+    def _people_similarities(self, queries: np.ndarray, people: np.ndarray | None,
+                             mode: str) -> np.ndarray:
+        """(N, len(people)) similarity to each of these people (indices; None: all of
+        them), exactly: a person without pictures is -1."""
         if mode == "mean":
-            return queries @ self.prototypes.T
-        per_image = queries @ self.embeddings.T
-        out = np.full((len(queries), len(self.names)), -1.0, np.float32)
-        for person in range(len(self.names)):
-            columns = self.owners == person
-            if columns.any():
-                out[:, person] = per_image[:, columns].max(1)
+            prototypes = self.prototypes if people is None else self.prototypes[people]
+            return queries @ prototypes.T
+        if people is None:
+            people, sims = np.arange(len(self.names)), queries @ self.embeddings.T
+            counts = np.diff(self._starts)
+        else:
+            counts = self._starts[people + 1] - self._starts[people]
+            offsets = np.repeat(self._starts[people] - np.concatenate([[0], np.cumsum(counts)[:-1]]),
+                                counts)
+            sims = queries @ self.embeddings[offsets + np.arange(int(counts.sum()))].T
+        out = np.full((len(queries), len(people)), -1.0, np.float32)
+        has = counts > 0
+        if has.any():
+            starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+            out[:, has] = np.maximum.reduceat(sims, starts[has], axis=1)
         return out
 
+    def person_similarities(self, embeddings: np.ndarray, mode: str = "best") -> np.ndarray:
+        """(N, P) similarity of each face to each person (exact, whatever the size)."""
+        queries = self._queries(embeddings, mode)
+        return self._people_similarities(queries, None, mode)
+
     def match(self, embeddings: np.ndarray, mode: str = "best") -> Matches:
-        sims = self.person_similarities(embeddings, mode)
-        n = len(sims)
-        if sims.shape[1] == 0:
-            return Matches(np.full(n, -1), np.full(n, -1.0, np.float32),
-                           np.full(n, -1.0, np.float32))
-        order = np.argsort(-sims, axis=1)
-        best = sims[np.arange(n), order[:, 0]]
-        second = sims[np.arange(n), order[:, 1]] if sims.shape[1] > 1 else np.full(n, -1.0)
-        return Matches(order[:, 0], best.astype(np.float32), np.asarray(second, np.float32))
+        """Each face's most similar person and the best similarity to anyone else.
+
+        Below ``exact_below`` people every person is compared; above, the people
+        whose prototypes the index finds nearest (:data:`~mobileface.identity.search.TOP_K`)
+        are, by all their pictures, so the threshold-and-margin rule sees the same
+        similarities as an exact search whenever the right people are among them.
+        """
+        from mobileface.identity.search import TOP_K
+
+        queries = self._queries(embeddings, mode)
+        n = len(queries)
+        person = np.full(n, -1)
+        best, second = np.full(n, -1.0, np.float32), np.full(n, -1.0, np.float32)
+        if len(self.names) == 0 or n == 0:
+            return Matches(person, best, second)
+        if self.search is None:
+            candidates = np.broadcast_to(np.arange(len(self.names)), (n, len(self.names)))
+            sims = self._people_similarities(queries, None, mode)
+        else:
+            keys, _ = self.search.search(queries, TOP_K)
+            candidates = _lookup(self.person_ids, self._person_order, keys)
+            sims = np.full(candidates.shape, -np.inf, np.float32)
+            for i in range(n):
+                found = candidates[i] >= 0
+                sims[i, found] = self._people_similarities(queries[i:i + 1],
+                                                           candidates[i][found], mode)[0]
+        rows = np.arange(n)
+        first = np.argmax(sims, axis=1)
+        person = np.take_along_axis(candidates, first[:, None], 1)[:, 0]
+        best = sims[rows, first].astype(np.float32)
+        if sims.shape[1] > 1:
+            others = sims.copy()
+            others[rows, first] = -np.inf
+            runner = others.max(1)
+            second = np.where(np.isfinite(runner), runner, -1.0).astype(np.float32)
+        return Matches(person, best, second)
+
+
+def _lookup(values: np.ndarray, order: np.ndarray, wanted) -> np.ndarray:
+    """Where each of ``wanted`` is in ``values`` (``order`` sorts them), -1 if absent."""
+    wanted = np.asarray(wanted, np.int64)
+    if not len(values):
+        return np.full(wanted.shape, -1, np.int64)
+    sorted_values = values[order]
+    at = np.clip(np.searchsorted(sorted_values, wanted), 0, len(values) - 1)
+    found = order[at]
+    return np.where(values[found] == wanted, found, -1)
 
 
 class IdentityVote:

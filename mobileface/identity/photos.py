@@ -28,6 +28,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def picture_name(data: bytes, suffix: str, stem: str) -> str:
+    """The file name an enrolled picture is kept under: its stem made safe and the
+    start of its hash, so that the same picture enrolled twice is one picture."""
+    return f"{safe_stem(stem)}-{sha256_bytes(data)[:10]}{suffix.lower()}"
+
+
 def prepare_folder(folder: Path, create: bool) -> None:
     """Check that the facebank ``folder`` is a folder; make it when missing and ``create``."""
     if folder.exists() and not folder.is_dir():
@@ -70,8 +76,7 @@ def copy_into_folder(folder: Path, name: str, data: bytes, suffix: str, stem: st
         with suppress(FileExistsError):       # another writer made it meanwhile
             person_dir.mkdir()
             created.append(person_dir)
-    digest = sha256_bytes(data)[:10]
-    target = person_dir / f"{safe_stem(stem)}-{digest}{suffix.lower()}"
+    target = person_dir / picture_name(data, suffix, stem)
     if not target.exists():
         tmp = person_dir / f".{target.name}.{secrets.token_hex(4)}.tmp"
         try:

@@ -102,11 +102,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     before anything is decoded, so that a small file cannot make the decoder
     allocate gigabytes (a decompression bomb).
     """
+    path = Path(path)
+    return decode_image(_read_regular_file(path, max_image_bytes(max_image_pixels())), path)
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "image") -> np.ndarray:
+    """An image file's bytes (named ``path`` in messages) as 8-bit BGR, with the checks of
+    :func:`read_image`: the pixel limit before decoding, a one-line ImageError."""
     import cv2
 
     path = Path(path)
     max_pixels = max_image_pixels()
-    data = _read_regular_file(path, max_image_bytes(max_pixels))
+    if len(data) > max_image_bytes(max_pixels):
+        raise ImageError(f"{path}: {len(data)} bytes, more than an image within the pixel "
+                         "limit can take")
     declared = image_size(data)
     if declared is not None:
         kind, width, height = declared

@@ -80,8 +80,9 @@ class PipelineConfig:
     reid_similarity: float | None = None
     #: the longer side of the kept best-shot crop, pixels
     best_shot_size: int = 192
-    #: how often the facebank is checked for changes by other processes, seconds
-    facebank_poll: float = 1.0
+    #: how often the facebank is checked for changes by other processes and machines,
+    #: seconds (a change reaches the pipeline within this and the reload's time)
+    facebank_poll: float = 0.25
     #: thumbnail difference that counts as a scene cut (0: never cut)
     scene_cut: float = 20.0
 

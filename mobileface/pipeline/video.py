@@ -81,7 +81,7 @@ class FacePipeline:
         the frame stages must provide ``quality``; a per-track stage that
         provides ``embedding`` makes it recognise.
     tracker: a :class:`SortTracker` (the default one is built from the config).
-    facebank: a :class:`mobileface.identity.facebank.Facebank` (checked for
+    facebank: a facebank (:func:`mobileface.identity.store.open_facebank`; checked for
         changes every ``config.facebank_poll`` seconds), a fixed
         :class:`mobileface.identity.gallery.Gallery`, or None (all unknown).
     """

@@ -1,0 +1,279 @@
+"""One facebank suite, run on both back ends: the SQLite folder and a real PostgreSQL server.
+
+The PostgreSQL server is real (pgvector included, started by the ``postgres``
+fixture on 127.0.0.1); embeddings are made up here, so that no model runs.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mobileface.identity.errors import FacebankError
+from mobileface.identity.store import Enrolment, is_database_url, open_facebank
+
+MODEL = "fake:1"
+
+
+def _vector(seed: int, near: int | None = None) -> np.ndarray:
+    """A unit vector; ``near`` another seed's vector it is close to (same person)."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(near).standard_normal(16) if near is not None else 0
+    v = (base + (0.1 if near is not None else 1.0) * rng.standard_normal(16)).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _picture(seed: int) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _enrol(seed: int, near: int | None = None, stem: str = "photo") -> Enrolment:
+    return Enrolment(_picture(seed), ".png", f"{stem}{seed}", _vector(seed, near), 0.8,
+                     _picture(seed + 1000))
+
+
+def _photos(root: Path, layout: dict[str, list[int]]) -> Path:
+    """Person folders of pictures whose file names carry the seed of their embedding."""
+    for name, seeds in layout.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            (root / name / f"s{seed}.png").write_bytes(_picture(seed))
+    return root
+
+
+def _embed(path: Path):
+    seed = int(Path(path).stem.lstrip("s").split("-")[0])
+    return _vector(seed, seed // 10 * 10), 0.7
+
+
+def _import(bank, spec: str, tmp_path: Path, layout, **options):
+    """Import ``layout`` as each back end does: a folder facebank from its own folder, a
+    database from a photo folder given to it."""
+    if is_database_url(spec):
+        return bank.import_folder(_embed, options.pop("model", MODEL),
+                                  folder=_photos(tmp_path / "photos", layout), **options)
+    _photos(Path(spec), layout)
+    return bank.import_folder(_embed, options.pop("model", MODEL), **options)
+
+
+def test_add_list_and_the_same_picture_twice_is_one_row(bank_spec):
+    with open_facebank(bank_spec, outlier_threshold=0.5) as bank:
+        files = bank.add("Ann", [_enrol(1, 1), _enrol(2, 1)], MODEL)
+        again = bank.add("Ann", [_enrol(1, 1)], MODEL)
+        assert again == files[:1] and len(files) == 2 and files[0].startswith("Ann/")
+        bank.add("Bob", [_enrol(30)], MODEL)
+        people = {p.name: p for p in bank.people()}
+        assert bank.names() == ["Ann", "Bob"] and bank.models() == [MODEL]
+        assert people["Ann"].images == 2 and people["Ann"].best_quality == pytest.approx(0.8)
+        gallery = bank.gallery(MODEL)
+        assert gallery.names == ["Ann", "Bob"] and gallery.embeddings.shape == (3, 16)
+        assert gallery.names[gallery.match(_vector(1, 1)).person[0]] == "Ann"
+        assert set(bank.faces()) == {"Ann", "Bob"}
+        key, read = bank.faces()["Bob"]
+        assert read().shape == (24, 24, 3)
+
+
+def test_rename_and_remove(bank_spec):
+    with open_facebank(bank_spec) as bank:
+        bank.add("Ann", [_enrol(1)], MODEL)
+        bank.add("Bob", [_enrol(2)], MODEL)
+        bank.rename("Ann", "Anna")
+        assert bank.names() == ["Anna", "Bob"]
+        assert bank.gallery(MODEL).names == ["Anna", "Bob"]
+        with pytest.raises(FacebankError, match="already exists"):
+            bank.rename("Anna", "Bob")
+        with pytest.raises(FacebankError, match="no person named 'Zed'"):
+            bank.rename("Zed", "Zoe")
+        bank.remove("Bob")
+        assert bank.names() == ["Anna"]
+        with pytest.raises(FacebankError, match="no person named 'Bob'"):
+            bank.remove("Bob")
+        with pytest.raises(FacebankError):
+            bank.add("../etc", [_enrol(3)], MODEL)
+
+
+def test_a_picture_far_from_the_others_is_flagged_and_calibration_has_pairs(bank_spec):
+    with open_facebank(bank_spec, outlier_threshold=0.5) as bank:
+        bank.add("Ann", [_enrol(1, 1), _enrol(2, 1), _enrol(99)], MODEL)   # 99: someone else
+        bank.add("Bob", [_enrol(11, 11), _enrol(12, 11)], MODEL)
+        [ann] = [p for p in bank.people() if p.name == "Ann"]
+        assert len(ann.outliers) == 1 and "99" in ann.outliers[0]
+        genuine, impostor = bank.pairs(MODEL)        # outliers left out
+        assert len(genuine) == 2 and len(impostor) == 4
+        assert genuine.min() > impostor.max()
+        assert len(bank.gallery(MODEL, include_outliers=False).embeddings) == 4
+
+
+def test_import_embeds_only_what_changed(bank_spec, tmp_path):
+    with open_facebank(bank_spec, outlier_threshold=0.5) as bank:
+        first = _import(bank, bank_spec, tmp_path, {"Ann": [10, 11], "Bob": [20]})
+        assert sorted(first.added) == ["Ann/s10.png", "Ann/s11.png", "Bob/s20.png"]
+        again = _import(bank, bank_spec, tmp_path, {"Ann": [10, 11], "Bob": [20]})
+        assert again.added == [] and again.kept == 3
+        assert bank.names() == ["Ann", "Bob"]
+
+
+def test_embeddings_of_another_model_are_refused_until_reembedded(bank_spec, tmp_path):
+    with open_facebank(bank_spec) as bank:
+        _import(bank, bank_spec, tmp_path, {"Ann": [10, 11]}, model="old:0")
+        with pytest.raises(FacebankError) as refused:
+            bank.gallery(MODEL)
+        assert "old:0" in str(refused.value) and "--reembed" in str(refused.value)
+        assert bank.location in str(refused.value) or str(bank_spec) in str(refused.value)
+        with pytest.raises(FacebankError):
+            bank.add("Bob", [_enrol(3)], MODEL)
+        if is_database_url(bank_spec):
+            # the database keeps the photos: re-embedding needs no folder at all
+            report = bank.import_folder(_embed, MODEL, reembed=True)
+        else:
+            report = bank.import_folder(_embed, MODEL, reembed=True)
+        assert sorted(report.added) == ["Ann/s10.png", "Ann/s11.png"]
+        assert bank.models() == [MODEL] and bank.gallery(MODEL).names == ["Ann"]
+
+
+def test_a_write_that_fails_leaves_the_facebank_as_it_was(bank_spec, monkeypatch):
+    with open_facebank(bank_spec, outlier_threshold=0.5) as bank:
+        bank.add("Ann", [_enrol(1)], MODEL)
+        before = (bank.people(), bank.gallery(MODEL).embeddings.copy())
+
+        def broken(*args, **kwargs):
+            raise FacebankError("the disk broke in the middle")
+
+        monkeypatch.setattr(type(bank), "_flag_outliers", broken)
+        with pytest.raises(FacebankError, match="broke"):
+            bank.add("Ann", [_enrol(2)], MODEL)
+        with pytest.raises(FacebankError, match="broke"):
+            bank.add("Bob", [_enrol(3)], MODEL)
+        monkeypatch.undo()
+        assert bank.people() == before[0]
+        np.testing.assert_array_equal(bank.gallery(MODEL).embeddings, before[1])
+        if not is_database_url(bank_spec):
+            assert not (Path(bank_spec) / "Bob").exists()
+
+
+def test_a_change_reaches_another_reader_within_a_second(bank_spec):
+    with open_facebank(bank_spec) as writer, open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1)], MODEL)
+        deadline = time.monotonic() + 5
+        while not reader.changed() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reader.changed()
+        start = time.monotonic()
+        writer.add("Bob", [_enrol(2)], MODEL)
+        seen = None
+        while time.monotonic() < start + 5:
+            if reader.changed():
+                seen = time.monotonic() - start
+                break
+            time.sleep(0.01)
+        assert seen is not None and seen < 1.0
+        assert reader.gallery(MODEL).names == ["Ann", "Bob"]
+
+
+def test_the_gallery_of_a_changed_facebank_reuses_what_did_not_change(bank_spec):
+    with open_facebank(bank_spec) as bank:
+        bank.add("Ann", [_enrol(1)], MODEL)
+        bank.add("Bob", [_enrol(2)], MODEL)
+        first = bank.gallery(MODEL)
+        asked = []
+        original = bank._embeddings
+        bank._embeddings = lambda ids: asked.append(list(ids)) or original(ids)
+        bank.add("Cyd", [_enrol(3)], MODEL)
+        second = bank.gallery(MODEL, previous=first)
+        assert second.names == ["Ann", "Bob", "Cyd"] and len(asked) == 1 and len(asked[0]) == 1
+
+
+# -- schema versions -------------------------------------------------------------------
+
+_SQLITE_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE images (id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE, file TEXT NOT NULL,
+    sha256 TEXT NOT NULL, model TEXT NOT NULL, embedding BLOB NOT NULL, quality REAL NOT NULL,
+    outlier INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL, UNIQUE (person_id, file));
+INSERT INTO meta VALUES ('schema', '1');
+INSERT INTO people VALUES (1, 'Ann', 0);
+"""
+
+
+def _make_version_1(spec: str) -> None:
+    """A facebank as the previous schema version wrote it, with Ann and one picture."""
+    vector = _vector(1)
+    if is_database_url(spec):
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        from mobileface.identity.postgres import _SCHEMA_1
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            register_vector(conn)
+            for statement in _SCHEMA_1:
+                conn.execute(statement)
+            pid = conn.execute("INSERT INTO mobileface.people (name, created) "
+                               "VALUES ('Ann', 0) RETURNING id").fetchone()[0]
+            conn.execute("INSERT INTO mobileface.images (person_id, file, sha256, model, "
+                         "embedding, quality, added, photo) VALUES (%s, 'Ann/a.png', 'x', %s, "
+                         "%s, 0.5, 0, %s)", (pid, MODEL, vector, _picture(1)))
+        return
+    from mobileface.identity.database import APPLICATION_ID, encode_embedding
+
+    Path(spec).mkdir(parents=True)
+    conn = sqlite3.connect(Path(spec) / "facebank.sqlite")
+    conn.executescript(_SQLITE_V1)
+    conn.execute("INSERT INTO images (person_id, file, sha256, model, embedding, quality, "
+                 "added) VALUES (1, 'Ann/a.png', 'x', ?, ?, 0.5, 0)",
+                 (MODEL, encode_embedding(vector)))
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.commit()
+    conn.close()
+
+
+def _schema_version(spec: str) -> str:
+    if is_database_url(spec):
+        import psycopg
+
+        with psycopg.connect(spec) as conn:
+            return conn.execute("SELECT value FROM mobileface.meta WHERE key = 'schema'"
+                                ).fetchone()[0]
+    with sqlite3.connect(Path(spec) / "facebank.sqlite") as conn:
+        return conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+
+
+def _set_schema_version(spec: str, version: int) -> None:
+    if is_database_url(spec):
+        import psycopg
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            conn.execute("UPDATE mobileface.meta SET value = %s WHERE key = 'schema'",
+                         (str(version),))
+        return
+    with sqlite3.connect(Path(spec) / "facebank.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(version),))
+
+
+def test_a_facebank_of_the_previous_schema_is_upgraded_and_keeps_its_people(bank_spec):
+    from mobileface.identity.database import SCHEMA_VERSION
+
+    _make_version_1(bank_spec)
+    with open_facebank(bank_spec) as bank:
+        assert bank.names() == ["Ann"]
+        assert _schema_version(bank_spec) == str(SCHEMA_VERSION)
+        bank.add("Bob", [_enrol(2)], MODEL)        # the new column is written
+        gallery = bank.gallery(MODEL)
+        assert gallery.names == ["Ann", "Bob"]
+        np.testing.assert_allclose(gallery.embeddings[0], _vector(1), atol=1e-6)
+
+
+def test_a_facebank_of_a_newer_schema_is_refused_untouched(bank_spec):
+    with open_facebank(bank_spec) as bank:
+        bank.add("Ann", [_enrol(1)], MODEL)
+    _set_schema_version(bank_spec, 99)
+    with pytest.raises(FacebankError, match="schema version 99.*newer"):
+        open_facebank(bank_spec)
+    assert _schema_version(bank_spec) == "99"
