@@ -142,9 +142,9 @@ def main(argv=None) -> int:
         workdir = Path(tmp)
         pipeline = FacePipeline.from_config(PipelineConfig(det_size=args.det_size, threads=args.threads))
         if args.facebank:
-            from mobileface.identity.facebank import Facebank
+            from mobileface.identity.store import open_facebank
 
-            bank = Facebank(args.facebank, outlier_threshold=pipeline.threshold)
+            bank = open_facebank(args.facebank, outlier_threshold=pipeline.threshold)
             pipeline.set_facebank(bank)
         else:
             bank = demo_facebank(workdir / "facebank", pipeline)

@@ -207,3 +207,41 @@ def test_facebank_commands_on_postgresql(enrolled, tmp_path):
     assert {p["name"] for p in listed} == {LIN, OBAMA}
     no_folder = _cli("facebank", "import", "--facebank", enrolled)
     assert no_folder.returncode == 2 and "give the photo folder" in _one_line(no_folder.stderr)
+
+
+def test_the_viewer_on_a_postgresql_facebank(qapp, postgres, tmp_path):
+    """The viewer's facebank tab on a database: photos enrolled through it land in the
+    database, with a thumbnail, and another process's enrolment shows up by itself."""
+    from PyQt6.QtWidgets import QApplication
+
+    from mobileface.gui.window import MainWindow
+    from mobileface.gui.worker import PipelineHolder
+
+    url = empty_database(postgres)
+    window = MainWindow(tmp_path / "viewer.json", url, holder=PipelineHolder())
+    window.show()
+
+    def wait(condition, what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            QApplication.processEvents()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    try:
+        assert "Database: postgresql://mobileface@127.0.0.1" in window.facebank_label.text()
+        assert "mobileface-test" not in window.facebank_label.text()
+        window.service.call("add_files", LIN,
+                            [str(shared_file("face_recognition/lin-manuel-miranda.png"))])
+        wait(lambda: window.people_names() == [LIN], "Lin in the list")
+        assert window.people_list.item(0).icon() is not None
+        with open_facebank(url) as bank:
+            assert bank.names() == [LIN]
+            bank.add(OBAMA, [Enrolment(b"o", ".png", "o", np.ones(128, np.float32), 0.9)],
+                     bank.models()[0])
+        wait(lambda: window.people_names() == [OBAMA, LIN] or
+             sorted(window.people_names()) == sorted([LIN, OBAMA]), "Obama from elsewhere", 10)
+    finally:
+        window.close()
+        window.service.shutdown()
+        QApplication.processEvents()
