@@ -1,0 +1,106 @@
+"""A real Mosquitto broker for the MQTT tests, on 127.0.0.1 only, in a folder of its own.
+
+:class:`Mosquitto` writes a config (one listener on 127.0.0.1 at a free port,
+anonymous clients, no persistence unless asked), starts ``mosquitto`` and waits
+until the port answers; stop() ends it (SIGTERM), start() again restarts it on
+the same port, and leaving the ``with`` block always stops it. Tests skip, with
+the reason, when the binary is missing (``.ci/run`` installs Debian's
+``mosquitto``).
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+BINARY = "mosquitto"
+SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+
+
+def mosquitto_binary() -> str:
+    """The broker's path, or skip the test with the reason."""
+    path = shutil.which(BINARY, path=SEARCH)
+    if path is None:
+        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """One broker in ``root``; ``persistence``: keep retained messages and persistent
+    sessions across stop() and start() (saved in ``root`` when it stops)."""
+
+    def __init__(self, root: str | os.PathLike, persistence: bool = False):
+        self.binary = mosquitto_binary()
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = self.root / "mosquitto.log"
+        self.config = self.root / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                 f"persistence {'true' if persistence else 'false'}",
+                 f"persistence_location {self.root}/",
+                 # run as whoever runs the tests (as root it would switch to "mosquitto",
+                 # who cannot enter a private temporary folder)
+                 f"user {pwd.getpwuid(os.getuid()).pw_name}"]
+        self.config.write_text("\n".join(lines) + "\n")
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 15.0) -> "Mosquitto":
+        """Start it and wait until it accepts connections (the port may linger a moment
+        after a stop: a broker that exits at once is started again, within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                with open(self.log, "ab") as log:
+                    self._process = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                                     stdout=log, stderr=subprocess.STDOUT)
+            if self._answers():
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start on port {self.port}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0 and self.running()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End it cleanly (SIGTERM: clients see their connection closed); SIGKILL if
+        it does not end within ``timeout``."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
