@@ -58,11 +58,16 @@ def parse_url(url: str) -> dict:
     settings; MqttError, with the password hidden, for anything else."""
     try:
         parts = urlsplit(str(url))
-        port = parts.port
-    except ValueError as exc:
+    except ValueError as exc:        # an unclosed [ of an IPv6 address
         raise MqttError(f"bad MQTT broker URL {_hidden(url)}: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
     problem = None
-    if parts.scheme not in PORTS:
+    if port == 0:
+        problem = "the port must be a number from 1 to 65535"
+    elif parts.scheme not in PORTS:
         problem = "it must start with mqtt:// or mqtts://"
     elif not parts.hostname:
         problem = "it names no host"
@@ -181,7 +186,8 @@ class MqttEvents:
 
     def publish(self, camera: str, message: dict) -> None:
         """Queue one track message for ``{prefix}/events`` and ``{prefix}/{camera}/events``;
-        returns at once (the oldest queued message is dropped when the queue is full)."""
+        returns at once. When the queue is full the oldest queued message is dropped;
+        after :meth:`close` began, the message itself is (both are counted in ``dropped``)."""
         check_topic_level(camera, "camera name")
         entry = _Entry((self.topic("events"), self.topic(camera, "events")), to_json(message))
         with self._cond:

@@ -185,7 +185,8 @@ class TrackEvents:
             kind = "new"
         elif track.identity != previous:
             kind = "update"
-        elif self.update_interval is not None and now - track.sent_time >= self.update_interval:
+        elif self.update_interval is not None and \
+                now - track.sent_time >= self.update_interval - 1e-6:
             kind = "update"
         else:
             return None
