@@ -1,9 +1,11 @@
 """A real Mosquitto broker for the MQTT tests, on 127.0.0.1 only, in a folder of its own.
 
 :class:`Mosquitto` writes a config (one listener on 127.0.0.1 at a free port,
-anonymous clients, no persistence unless asked), starts ``mosquitto`` and waits
-until the port answers; stop() ends it (SIGTERM), start() again restarts it on
-the same port, and leaving the ``with`` block always stops it. Tests skip, with
+anonymous clients, no persistence unless asked; optionally a second, TLS,
+listener with a self-signed certificate from :func:`self_signed`), starts
+``mosquitto`` and waits until the ports answer; stop() ends it (SIGTERM),
+start() again restarts it on the same port, and leaving the ``with`` block
+always stops it. Tests skip, with
 the reason, when the binary is missing (``.ci/run`` installs Debian's
 ``mosquitto``).
 """
@@ -37,11 +39,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl; skip the test without it)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the TLS test's certificate)")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 class Mosquitto:
     """One broker in ``root``; ``persistence``: keep retained messages and persistent
-    sessions across stop() and start() (saved in ``root`` when it stops)."""
+    sessions across stop() and start() (saved in ``root`` when it stops); ``tls``:
+    (certificate, key) of a second listener, for mqtts:// (:attr:`tls_url`)."""
 
-    def __init__(self, root: str | os.PathLike, persistence: bool = False):
+    def __init__(self, root: str | os.PathLike, persistence: bool = False,
+                 tls: tuple[Path, Path] | None = None):
         self.binary = mosquitto_binary()
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -54,12 +71,21 @@ class Mosquitto:
                  # run as whoever runs the tests (as root it would switch to "mosquitto",
                  # who cannot enter a private temporary folder)
                  f"user {pwd.getpwuid(os.getuid()).pw_name}"]
+        self.tls_port = None
+        if tls is not None:
+            self.tls_port = free_port()
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"certfile {tls[0]}",
+                      f"keyfile {tls[1]}"]
         self.config.write_text("\n".join(lines) + "\n")
         self._process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -82,9 +108,12 @@ class Mosquitto:
             time.sleep(0.05)
 
     def _answers(self) -> bool:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            return s.connect_ex(("127.0.0.1", self.port)) == 0 and self.running()
+        for port in filter(None, (self.port, self.tls_port)):
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    return False
+        return self.running()
 
     def stop(self, timeout: float = 10.0) -> None:
         """End it cleanly (SIGTERM: clients see their connection closed); SIGKILL if

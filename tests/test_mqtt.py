@@ -8,7 +8,6 @@ bounded in time; every broker, client and process started is stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from mobileface.outputs.track_events import STATE_FIELDS, TrackEvents
 from mobileface.pipeline.video import FrameResult
 from mobileface.track.memory import TrackSummary
 from mobileface.types import Faces
-from mqtt_broker import Mosquitto
+from mqtt_broker import Mosquitto, self_signed
 
 REQUIRED = {"event_id", "type", "frame_time", "before", "after", *STATE_FIELDS}
 WAIT = 20.0          # seconds any one wait may take, at most (a loaded 2-core machine)
@@ -375,6 +374,21 @@ def test_available_online_retained_and_offline_on_close(broker, connect, subscri
     assert wait_until(lambda: after.texts("mobileface/available") == ["offline"])
 
 
+def test_a_camera_process_speaks_on_its_own_availability_topic(broker, connect, subscribe):
+    subscriber = subscribe()
+    service = connect(client_id="service")
+    camera = connect(client_id="door", availability="door/available")
+    silent = connect(client_id="silent", availability=None)
+    assert wait_until(lambda: all(c.connected and c.flushed for c in (service, camera, silent)))
+    camera.close()
+    silent.close()
+    assert wait_until(lambda: subscriber.texts("mobileface/door/available") == ["online",
+                                                                               "offline"])
+    assert subscriber.texts("mobileface/available") == ["online"]
+    with pytest.raises(MqttError, match="availability"):
+        MqttEvents(broker.url, availability="#")
+
+
 DYING = """
 import sys, time
 from mobileface.outputs.mqtt import MqttEvents
@@ -415,7 +429,7 @@ def test_stats_are_retained_newest_only(broker, connect, subscribe):
     assert wait_until(lambda: mqtt.connected)
     mqtt.publish_stats({"cameras": {"door": {"fps": 10.0, "latency": np.float32(0.25)}},
                         "mqtt": mqtt.counters()})
-    assert wait_until(lambda: mqtt.connected and not mqtt._retained_pending())
+    assert wait_until(lambda: mqtt.connected and mqtt.flushed)
     late = subscribe(topic="mobileface/stats")
     assert wait_until(lambda: len(late.on("mobileface/stats")) == 1)
     time.sleep(0.2)                              # nothing else is retained there
@@ -423,6 +437,21 @@ def test_stats_are_retained_newest_only(broker, connect, subscribe):
     assert stats.retain and stats.qos == 1
     assert json.loads(stats.payload)["cameras"] == {"door": {"fps": 10.0, "latency": 0.25}}
     assert json.loads(stats.payload)["mqtt"]["connected"] is True
+
+
+def test_retained_topics_come_back_after_a_broker_restart(broker, connect, subscribe):
+    """A broker restarted without persistence forgets retained messages: availability
+    and the last stats are published again when the connection comes back."""
+    mqtt = connect()
+    mqtt.publish_stats({"fps": 10.0})
+    assert wait_until(lambda: mqtt.connected and mqtt.flushed)
+    broker.stop()
+    assert wait_until(lambda: not mqtt.connected)
+    broker.start()
+    assert wait_until(lambda: mqtt.connected and mqtt.flushed)
+    late = subscribe()
+    assert wait_until(lambda: late.texts("mobileface/available") == ["online"])
+    assert wait_until(lambda: late.payloads("mobileface/stats") == [{"fps": 10.0}])
 
 
 def _seq(messages) -> list[int]:
@@ -479,9 +508,30 @@ def test_a_broker_that_is_not_up_yet(tmp_path, connect, subscribe, broker):
     for seq in range(3):
         mqtt.publish("door", {"seq": seq})
     assert not mqtt.connected and mqtt.queued == 3 and mqtt.sent == 0
+    assert wait_until(lambda: mqtt.last_error == f"cannot connect to 127.0.0.1:{late.port}")
     with late:
         assert wait_until(lambda: mqtt.sent == 3 and mqtt.connected)
         assert mqtt.dropped == 0
+
+
+def test_tls_with_the_brokers_certificate(tmp_path, connect):
+    """mqtts:// checks the broker's certificate: with its CA the events go through; with
+    the system's CAs the connection is refused and publishing still never blocks."""
+    cert, key = self_signed(tmp_path)
+    with Mosquitto(tmp_path / "tls", tls=(cert, key)) as server:
+        subscriber = Subscriber(server, topic="mobileface/door/events")
+        try:
+            trusted = connect(server.tls_url, ca_file=cert)
+            untrusted = connect(server.tls_url, client_id="untrusted")
+            for client in (trusted, untrusted):
+                client.publish("door", {"type": "new", "track_id": 1})
+            assert wait_until(lambda: subscriber.payloads("mobileface/door/events") ==
+                              [{"type": "new", "track_id": 1}])
+            assert trusted.sent == 1 and trusted.connected
+            assert wait_until(lambda: untrusted.last_error is not None)
+            assert not untrusted.connected and untrusted.queued == 1
+        finally:
+            subscriber.close()
 
 
 # -- the sink -------------------------------------------------------------------------------

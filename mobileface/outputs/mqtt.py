@@ -93,6 +93,11 @@ def _hidden(url) -> str:
     return text
 
 
+def _levels(topic: str, what: str) -> str:
+    """A topic of one or more levels, each checked."""
+    return "/".join(check_topic_level(level, what) for level in str(topic).split("/"))
+
+
 def check_topic_level(name: str, what: str) -> str:
     """A name usable as one level of a topic (no '/', '+', '#', not empty)."""
     if not name or any(c in name for c in "/+#\0"):
@@ -128,20 +133,26 @@ class MqttEvents:
     queue_size: the track messages kept while the broker cannot take them.
     inflight: messages handed to the broker and not yet acknowledged, at most.
     reconnect_delay: (first, longest) seconds between connection attempts.
+    availability: the topic, under the prefix, of ``online``/``offline`` and the last
+    will; None for none. One process speaks for the service on ``available``: a
+    camera's own process should use its own topic (``"door/available"``), else its
+    last will would say the whole service is offline.
     """
 
     def __init__(self, url: str, prefix: str = "mobileface", client_id: str | None = None,
                  queue_size: int = 1000, inflight: int = 20, keepalive: int = 30,
                  reconnect_delay: tuple[float, float] = (1.0, 30.0),
-                 ca_file: str | os.PathLike | None = None):
+                 ca_file: str | os.PathLike | None = None,
+                 availability: str | None = "available"):
         import paho.mqtt.client as paho
 
         settings = parse_url(url)
         if queue_size < 1 or inflight < 1:
             raise MqttError(f"the MQTT queue size and inflight count must be >= 1, "
                             f"got {queue_size} and {inflight}")
-        self.prefix = "/".join(check_topic_level(level, "MQTT topic prefix")
-                               for level in str(prefix).split("/"))
+        self.prefix = _levels(prefix, "MQTT topic prefix")
+        self.availability = None if availability is None else \
+            self.topic(_levels(availability, "MQTT availability topic"))
         self.url = _hidden(url)
         self.queue_size, self.inflight = int(queue_size), int(inflight)
         self._queue: deque[_Entry] = deque()
@@ -168,12 +179,15 @@ class MqttEvents:
         client.reconnect_delay_set(first, longest)
         client.max_inflight_messages_set(2 * self.inflight + 8)
         client.max_queued_messages_set(0)
-        client.will_set(self.topic("available"), b"offline", qos=1, retain=True)
+        if self.availability is not None:
+            client.will_set(self.availability, b"offline", qos=1, retain=True)
+            self._retained[self.availability] = b"online"
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self._client = client
-        self._retained[self.topic("available")] = b"online"
+        self._address = f"{settings['host']}:{settings['port']}"
         client.connect_async(settings["host"], settings["port"], keepalive)
         client.loop_start()
         self._thread = threading.Thread(target=self._drain, name="mqtt-events", daemon=True)
@@ -227,7 +241,14 @@ class MqttEvents:
     def queued(self) -> int:
         """Track messages not yet acknowledged by the broker (queued or in flight)."""
         with self._cond:
-            return len(self._queue) + len({id(e) for e in self._pending.values() if e})
+            return self._unacknowledged()
+
+    @property
+    def flushed(self) -> bool:
+        """Everything published so far (track messages, stats, availability) has been
+        acknowledged by the broker."""
+        with self._cond:
+            return not (self._queue or self._due or self._pending)
 
     def counters(self) -> dict:
         """What a status line or the stats topic shows of this connection."""
@@ -235,7 +256,8 @@ class MqttEvents:
                 "dropped": self.dropped, "last_error": self.last_error}
 
     def close(self, timeout: float = 5.0) -> int:
-        """Send what can be sent within ``timeout`` seconds, publish ``offline``, disconnect.
+        """Send what can be sent within ``timeout`` seconds, publish ``offline`` (given
+        half a second at least), disconnect.
 
         Returns how many track messages were not delivered (also logged).
         """
@@ -250,7 +272,8 @@ class MqttEvents:
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.1))
-            self.publish_retained(self.topic("available"), b"offline")
+            if self.availability is not None:
+                self.publish_retained(self.availability, b"offline")
             # the last word gets a moment even when the events used up the time
             grace = time.monotonic() + max(0.5, deadline - time.monotonic())
             while self._connected and self._retained_pending():
@@ -258,7 +281,7 @@ class MqttEvents:
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.1))
-            undelivered = len(self._queue) + len({id(e) for e in self._pending.values() if e})
+            undelivered = self._unacknowledged()
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(timeout=5.0)
@@ -276,6 +299,9 @@ class MqttEvents:
         self.close()
 
     # -- the background thread --------------------------------------------------------------
+
+    def _unacknowledged(self) -> int:
+        return len(self._queue) + len({id(e) for e in self._pending.values() if e})
 
     def _retained_pending(self) -> bool:
         return bool(self._due) or any(e is None for e in self._pending.values())
@@ -331,6 +357,13 @@ class MqttEvents:
             self.last_error = None
             self._due = list(self._retained)       # a restarted broker forgot them
             self._cond.notify_all()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        with self._cond:
+            first = self.last_error is None
+            self.last_error = f"cannot connect to {self._address}"
+        if first:
+            log.warning("MQTT broker %s: %s; retrying", self.url, self.last_error)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cond:
