@@ -5,9 +5,8 @@ anonymous clients, no persistence unless asked; optionally a second, TLS,
 listener with a self-signed certificate from :func:`self_signed`), starts
 ``mosquitto`` and waits until the ports answer; stop() ends it (SIGTERM),
 start() again restarts it on the same port, and leaving the ``with`` block
-always stops it. Tests skip, with
-the reason, when the binary is missing (``.ci/run`` installs Debian's
-``mosquitto``).
+always stops it. Tests skip, with the reason, when the binary is missing
+(``.ci/run`` installs Debian's ``mosquitto``).
 """
 from __future__ import annotations
 
