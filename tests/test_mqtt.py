@@ -108,13 +108,13 @@ def subscribe(broker):
 
 
 @pytest.fixture
-def connect(broker):
-    """MqttEvents to the test broker (quick reconnection), closed at the end."""
+def connect():
+    """MqttEvents that reconnect quickly, closed at the end."""
     made = []
 
-    def make(url: str | None = None, **kwargs) -> MqttEvents:
+    def make(url: str, **kwargs) -> MqttEvents:
         kwargs.setdefault("reconnect_delay", (0.1, 0.5))
-        made.append(MqttEvents(url or broker.url, **kwargs))
+        made.append(MqttEvents(url, **kwargs))
         return made[-1]
 
     yield make
@@ -331,7 +331,7 @@ def test_urls_that_work():
 def test_names_that_cannot_be_topics_are_refused(broker, connect):
     with pytest.raises(MqttError, match="prefix"):
         MqttEvents(broker.url, prefix="site/#")
-    events = connect(prefix="site/a")
+    events = connect(broker.url, prefix="site/a")
     with pytest.raises(MqttError, match="camera name 'a/b'"):
         events.publish("a/b", {"type": "new"})
     assert events.topic("events") == "site/a/events"
@@ -342,7 +342,7 @@ def test_names_that_cannot_be_topics_are_refused(broker, connect):
 
 def test_messages_arrive_on_both_topics_with_qos_1(broker, connect, subscribe):
     subscriber = subscribe()
-    mqtt = connect()
+    mqtt = connect(broker.url)
     events = TrackEvents("door", "run1")
     sent = events.messages(frame(0, [{"track_id": 1}, {"track_id": 2, "identity": "ada"}]), 5.0)
     for message in sent:
@@ -361,7 +361,7 @@ def test_messages_arrive_on_both_topics_with_qos_1(broker, connect, subscribe):
 
 
 def test_available_online_retained_and_offline_on_close(broker, connect, subscribe):
-    mqtt = connect()
+    mqtt = connect(broker.url)
     assert wait_until(lambda: mqtt.connected)
     late = subscribe(topic="mobileface/available")      # after the fact: the retained one
     assert wait_until(lambda: late.texts("mobileface/available") == ["online"])
@@ -376,9 +376,9 @@ def test_available_online_retained_and_offline_on_close(broker, connect, subscri
 
 def test_a_camera_process_speaks_on_its_own_availability_topic(broker, connect, subscribe):
     subscriber = subscribe()
-    service = connect(client_id="service")
-    camera = connect(client_id="door", availability="door/available")
-    silent = connect(client_id="silent", availability=None)
+    service = connect(broker.url, client_id="service")
+    camera = connect(broker.url, client_id="door", availability="door/available")
+    silent = connect(broker.url, client_id="silent", availability=None)
     assert wait_until(lambda: all(c.connected and c.flushed for c in (service, camera, silent)))
     camera.close()
     silent.close()
@@ -424,7 +424,7 @@ def test_the_last_will_says_offline_when_the_process_dies(broker, subscribe):
 
 
 def test_stats_are_retained_newest_only(broker, connect, subscribe):
-    mqtt = connect()
+    mqtt = connect(broker.url)
     mqtt.publish_stats({"cameras": {"door": {"fps": 9.5, "latency": float("nan")}}})
     assert wait_until(lambda: mqtt.connected)
     mqtt.publish_stats({"cameras": {"door": {"fps": 10.0, "latency": np.float32(0.25)}},
@@ -442,7 +442,7 @@ def test_stats_are_retained_newest_only(broker, connect, subscribe):
 def test_retained_topics_come_back_after_a_broker_restart(broker, connect, subscribe):
     """A broker restarted without persistence forgets retained messages: availability
     and the last stats are published again when the connection comes back."""
-    mqtt = connect()
+    mqtt = connect(broker.url)
     mqtt.publish_stats({"fps": 10.0})
     assert wait_until(lambda: mqtt.connected and mqtt.flushed)
     broker.stop()
@@ -458,13 +458,12 @@ def _seq(messages) -> list[int]:
     return sorted({m["seq"] for m in messages})
 
 
-def test_broker_restart_publish_never_blocks_and_drops_the_oldest(tmp_path, connect,
-                                                                  subscribe, broker):
+def test_broker_restart_publish_never_blocks_and_drops_the_oldest(tmp_path, connect):
     """The broker goes away with 200 events to send and room for 50: publishing goes on
     at once, the 150 oldest are dropped and counted, the 50 newest arrive after the
     restart (a subscriber with a persistent session gets them), and events resume."""
-    broker.stop()
     server = Mosquitto(tmp_path / "persistent", persistence=True).start()
+    subscriber = None
     try:
         subscriber = Subscriber(server, topic="mobileface/events", client_id="consumer",
                                 persistent=True)
@@ -496,12 +495,13 @@ def test_broker_restart_publish_never_blocks_and_drops_the_oldest(tmp_path, conn
                          if json.loads(m.payload)["phase"] == "after"]
         assert wait_until(lambda: _seq(after()) == list(range(5)))
         assert mqtt.dropped == 150 and mqtt.connected
-        subscriber.close()
     finally:
+        if subscriber is not None:
+            subscriber.close()
         server.stop()
 
 
-def test_a_broker_that_is_not_up_yet(tmp_path, connect, subscribe, broker):
+def test_a_broker_that_is_not_up_yet(tmp_path, connect):
     """A service may start before its broker: events wait in the queue."""
     late = Mosquitto(tmp_path / "late")
     mqtt = connect(late.url)
@@ -540,7 +540,7 @@ def test_tls_with_the_brokers_certificate(tmp_path, connect):
 def test_the_sink_publishes_each_camera_beside_the_events_file(tmp_path, broker, connect,
                                                               subscribe):
     subscriber = subscribe()
-    mqtt = connect()
+    mqtt = connect(broker.url)
     script = {i: [(box_at(20), "ada", 0.9)] for i in range(12)}
     parts = fake_pipeline(script, max_age=2)
     jsonl = EventsSink(tmp_path / "events.jsonl", source="door.mp4")
