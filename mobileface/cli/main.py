@@ -1,4 +1,5 @@
-"""Command line: ``mobileface analyze|verify|models|facebank|gui`` (or ``python -m mobileface``)."""
+"""Command line: ``mobileface analyze|verify|models|facebank|gui|serve|status`` (or
+``python -m mobileface``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from typing import Sequence
 from mobileface.cli.common import (add_logging_options, add_model_options, analyzer_options,
                                    configure_logging, run_main, share_logging_options)
 from mobileface.cli import facebank as facebank_cli
+from mobileface.cli import serve as serve_cli
 from mobileface.errors import MobileFaceError
 
 log = logging.getLogger("mobileface")
@@ -66,6 +68,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
 
     facebank_cli.add_parser(sub)
+    serve_cli.add_parsers(sub)
 
     from mobileface import gui  # the options only: Qt is imported when the viewer starts
     viewer = sub.add_parser("gui", help="open the desktop viewer (live recognition, facebank, "
@@ -258,5 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args)
     commands = {"analyze": cmd_analyze, "verify": cmd_verify, "models": cmd_models,
-                "facebank": facebank_cli.run, "gui": cmd_gui}
+                "facebank": facebank_cli.run, "gui": cmd_gui, "serve": serve_cli.cmd_serve,
+                "status": serve_cli.cmd_status}
     return run_main(commands[args.command], args)

@@ -73,21 +73,27 @@ class EventsSink(Sink):
     """
 
     def __init__(self, path: str | os.PathLike, crops_dir: str | os.PathLike | None = None,
-                 source: str = ""):
+                 source: str = "", append: bool = False):
+        """append: add to the lines already in the file (a restarted camera of the site
+        service continues its events file) instead of starting it again."""
         self.path = check_writable(path, "events file")
         self.crops_dir = Path(crops_dir) if crops_dir else default_crops_dir(self.path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | (
+            os.O_APPEND if append else os.O_TRUNC)
         try:
             self.crops_dir.mkdir(parents=True, exist_ok=True)
             self._fd: int | None = os.open(self.path, flags, 0o666)
+            start = os.lseek(self._fd, 0, os.SEEK_END) if append else 0
         except OSError as exc:
             raise VideoError(f"cannot write events to {self.path} or crops to {self.crops_dir} "
                              f"({exc.strerror})") from None
         self.source = source
         self.count = 0
+        #: track id -> the best-shot crop written for it (what other outputs refer to)
+        self.crops: dict[int, str] = {}
         #: the track of the last whole line, and the bytes up to its end
         self.last_track: int | None = None
-        self._complete = 0
+        self._complete = start
         #: why a line could not be written (the file is complete up to last_track), or None
         self.failure: str | None = None
 
@@ -106,6 +112,7 @@ class EventsSink(Sink):
         crop = self.crops_dir / f"track_{summary.track_id:05d}.jpg"
         try:
             if cv2.imwrite(str(crop), summary.best_shot):
+                self.crops[summary.track_id] = str(crop)
                 return str(crop)
         except cv2.error:
             pass

@@ -110,10 +110,13 @@ class SortTracker:
         with the same appearance (0 turns re-identification off).
     reid_similarity: the least cosine similarity of two appearances for that.
     max_lost: at most this many lost tracks are remembered (oldest go first).
+    first_id: the id of the first track (a restarted camera of the site service starts
+        above every id its previous run gave, so that ids stay unique per camera and run).
     """
 
     def __init__(self, max_age: int = 15, min_hits: int = 2, iou_threshold: float = 0.3,
-                 reid_seconds: float = 3.0, reid_similarity: float = 0.9, max_lost: int = 64):
+                 reid_seconds: float = 3.0, reid_similarity: float = 0.9, max_lost: int = 64,
+                 first_id: int = 1):
         if max_age < 0:
             raise ValueError(f"max_age must be >= 0, got {max_age}")
         if min_hits < 1:
@@ -126,6 +129,9 @@ class SortTracker:
             raise ValueError(f"reid_similarity must be in [-1, 1], got {reid_similarity}")
         if max_lost < 0:
             raise ValueError(f"max_lost must be >= 0, got {max_lost}")
+        if first_id < 1:
+            raise ValueError(f"first_id must be >= 1, got {first_id}")
+        self.first_id = int(first_id)
         import filterpy.kalman  # noqa: F401  (0.7 s to import: here, not in the first frame)
         self.max_age = int(max_age)
         self.min_hits = int(min_hits)
@@ -136,10 +142,10 @@ class SortTracker:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every track; the next confirmed track gets id 1 again."""
+        """Forget every track; the next confirmed track gets ``first_id`` again."""
         self._tracks: list[_Track] = []
         self._lost: OrderedDict[int, _Lost] = OrderedDict()
-        self._next_id = 1
+        self._next_id = self.first_id
         self._frames = 0
         self._now = 0.0
         self._pending_finished: list[int] = []
