@@ -177,7 +177,7 @@ class Faces:
     def to_records(self, include_embedding: bool = True) -> list[dict]:
         """One plain-Python dict per face, ready for ``json.dumps`` (unknown values are None,
         never NaN, which is not JSON). ``enhanced``: whether the face was found and analysed
-        in the low-light enhanced frame (where a low-light step ran)."""
+        in the low-light enhanced frame (where a low-light step ran, not off)."""
         out = []
         for i in range(len(self)):
             rec: dict[str, Any] = {"box": _rounded(self.boxes[i], 2),
@@ -210,7 +210,7 @@ class Faces:
                 rec["track_age"] = _rounded(self.track_age[i], 1)
                 rec["track_gender"], rec["track_gender_confidence"] = \
                     gender_label(self.track_gender[i])
-            if self.enhancement is not None:
+            if self.enhancement is not None and self.enhancement.mode != "off":
                 rec["enhanced"] = self.enhancement.applied
             if include_embedding and self.embedding is not None:
                 rec["embedding"] = _rounded(self.embedding[i], 6)

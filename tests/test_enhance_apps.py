@@ -140,7 +140,7 @@ def test_analyze_reports_what_the_enhancement_did(astronaut_bgr, tmp_path, capsy
         assert cli_main(["analyze", str(path), "--json", "--no-embedding", "--det-size", "480",
                          "--enhance", mode]) == 0
         results[mode] = json.loads(capsys.readouterr().out)
-    assert results["off"]["faces"] == [] and not results["off"]["enhancement"]["applied"]
+    assert results["off"] == {"image": str(path), "faces": []}   # off: as before, no step
     auto = results["auto"]
     assert auto["enhancement"]["applied"] and auto["enhancement"]["mode"] == "auto"
     assert auto["enhancement"]["brightness"] < 0.4

@@ -126,8 +126,11 @@ def cmd_analyze(args) -> int:
             records = faces.to_records(include_embedding=not args.no_embedding)
             # to_records gives None for unknown values; allow_nan=False makes sure no NaN
             # (not JSON) is ever printed, should one slip past it
-            print(json.dumps({"image": path, "enhancement": faces.enhancement.to_record(),
-                              "faces": records}, allow_nan=False), flush=True)
+            result = {"image": path, "faces": records}
+            if faces.enhancement is not None and faces.enhancement.mode != "off":
+                result = {"image": path, "enhancement": faces.enhancement.to_record(),
+                          "faces": records}
+            print(json.dumps(result, allow_nan=False), flush=True)
         else:
             _print_table(path, faces)
     return 1 if failures else 0
