@@ -6,7 +6,8 @@ Less light scales every level down, so no bright spot is left: at 15 % of the
 light, a camera's gamma (2.2) maps even white to 0.42. Normally exposed frames of
 the shared clips and photos measure 0.46 or more (friends1.mp4 0.46, the Hamilton
 clip 0.51, the face_recognition photos 0.78, LFW-Aligned-100Pair crops 0.49);
-the same darkened to 15 % of their light 0.20, 0.35, 0.42. So in ``auto``:
+the same darkened to 15 % of their light (mobileface/eval/lowlight.py, then H.264 or JPEG)
+at most 0.20, 0.35, 0.42 and 0.42. So in ``auto``:
 
 * a frame is dark below :data:`DARK_LEVEL` (0.40): enhancement starts;
 * on video it goes on until a frame is brighter than :data:`BRIGHT_LEVEL`
