@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-from mobileface.cli.common import (add_facebank_option, add_logging_options, add_model_options,
-                                   configure_logging, default_facebank, log, providers, Progress,
-                                   run_main)
+from mobileface.cli.common import (add_enhance_option, add_facebank_option, add_logging_options,
+                                   add_model_options, configure_logging, default_facebank, log,
+                                   providers, Progress, run_main)
 from mobileface.errors import MobileFaceError
 
 #: RetinaFace input size for video: the longer frame side is scaled to this
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attributes only: no embeddings, no names, no facebank needed")
     parser.add_argument("--landmarks", action="store_true", help="draw the 68 points")
     parser.add_argument("--pose-axes", action="store_true", help="draw head-pose axes")
+    add_enhance_option(parser, "auto")
+    parser.add_argument("--show-enhanced", action="store_true",
+                        help="the annotated video shows the low-light enhanced frames (where "
+                             "enhancement was applied) instead of the frames as read")
     parser.add_argument("--reconnect", type=int, default=5, metavar="N",
                         help="camera or stream: reconnection attempts before giving up "
                              "(default: 5)")
@@ -101,6 +105,9 @@ def _validate(args) -> None:
         _check_seconds("-d/--duration", args.duration, zero_ok=False)
     if args.no_recognition and args.update:
         raise MobileFaceError("-u/--update needs recognition; drop --no-recognition")
+    if args.show_enhanced and (args.enhance == "off" or not args.save):
+        raise MobileFaceError("--show-enhanced shows enhanced frames in the -s/--save video: "
+                              "it needs -s and --enhance auto or on")
     if not args.save and not args.events:
         log.warning("neither -s/--save nor --events given: only the summary will be printed")
 
@@ -157,7 +164,7 @@ def run(args) -> int:
                                 det_threshold=args.det_threshold, providers=tuple(providers(args)),
                                 threads=args.threads, embedder=args.embedder,
                                 recognition=not args.no_recognition, threshold=args.threshold,
-                                margin=args.margin,
+                                margin=args.margin, enhance=args.enhance,
                                 mode=RunningMode.STREAM if source.live else RunningMode.VIDEO)
         pipeline = FacePipeline.from_config(config)
         if not args.no_recognition:
@@ -168,7 +175,7 @@ def run(args) -> int:
                                          pose_axes=args.pose_axes))
         if args.save:
             sinks.append(VideoFileSink(args.save, source.fps, (source.width, source.height),
-                                       overlay))
+                                       overlay, show_enhanced=args.show_enhanced))
         if args.events:
             sinks.append(EventsSink(args.events, args.crops, source=str(args.file)))
     except BaseException:
@@ -189,6 +196,8 @@ def run(args) -> int:
              f"onnxruntime on {device})", f"{stats.tracks} tracks"]
     if not args.no_recognition:
         parts.append(f"named: {named}")
+    if stats.enhanced:
+        parts.append(f"{stats.enhanced} frames low-light enhanced")
     if stats.dropped:
         parts.append(f"{stats.dropped} frames dropped")
     if stats.reconnects:

@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from mobileface.cli.common import (add_facebank_option, add_logging_options, add_model_options,
-                                   analyzer_options, configure_logging, default_facebank, log,
-                                   run_main)
+from mobileface.cli.common import (add_enhance_option, add_facebank_option, add_logging_options,
+                                   add_model_options, analyzer_options, configure_logging,
+                                   default_facebank, log, run_main)
 from mobileface.errors import MobileFaceError
 from mobileface.identity.enrol import MIN_ENROL_QUALITY
 
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="camera: show no live view (needs --auto)")
     parser.add_argument("--min-quality", type=float, default=MIN_ENROL_QUALITY,
                         help=f"refuse faces of lower quality (default: {MIN_ENROL_QUALITY})")
+    add_enhance_option(parser, None, "auto for a camera, stream or video, off for --image "
+                                     "and --folder")
     add_facebank_option(parser)
     add_model_options(parser)
     add_logging_options(parser)
@@ -53,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Enrolment:
-    """The enroller and the facebank, and what was enrolled so far."""
+    """The enroller and the facebank, and what was enrolled so far (``stream``: the pictures
+    are the frames of a camera, stream or video, whose low-light step follows the stream)."""
 
-    def __init__(self, args):
+    def __init__(self, args, stream: bool = False):
         from mobileface.identity.enrol import FaceEnroller
         from mobileface.identity.facebank import check_name
         from mobileface.identity.store import open_facebank
@@ -64,7 +67,12 @@ class Enrolment:
         if not 0.0 <= args.min_quality <= 1.0:      # NaN too: qualities are in [0, 1]
             raise MobileFaceError(f"--min-quality is a quality in [0, 1], got {args.min_quality}")
         self.min_quality = args.min_quality
-        self.enroller = FaceEnroller(**analyzer_options(args))
+        options = analyzer_options(args)
+        if stream:
+            from mobileface.enhance.lowlight import LowLightEnhancer
+
+            options["enhance"] = LowLightEnhancer(options["enhance"])   # with hysteresis
+        self.enroller = FaceEnroller(**options)
         self.bank = open_facebank(args.facebank or default_facebank(), embedder=args.embedder,
                                   outlier_threshold=self.enroller.threshold)
         self.saved: list[str] = []
@@ -185,7 +193,9 @@ def run(args) -> int:
         raise MobileFaceError("--count must be at least 1")
     photos = [Path(p) for p in args.image] if args.image else \
         folder_photos(args.folder) if args.folder else None
-    enrolment = Enrolment(args)
+    if args.enhance is None:      # a camera's frames may be dark; photos are taken as they are
+        args.enhance = "auto" if photos is None else "off"
+    enrolment = Enrolment(args, stream=photos is None)
     if photos is not None:
         failures = enrol_photos(enrolment, photos)
     else:

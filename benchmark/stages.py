@@ -5,7 +5,10 @@
 
 Detection is timed per 640x360 frame (the first frame of ../shared's
 short_hamilton_clip.mp4 when present, else the photo resized): RetinaFace at
-input size 640, 480 and 320, and MTCNN. Per-face stages are timed on one face and
+input size 640, 480 and 320, and MTCNN. The low-light step is timed per 720p
+frame (the first frame of friends1.mp4 when present, else the photo resized to
+1280x720): auto on that frame as it is (it measures the frame and leaves it),
+and each method applied to it darkened to 15 % of the light. Per-face stages are timed on one face and
 on eight faces of the same frame (the detected face repeated), and reported per
 face. Prints a table, then one JSON line (also written to --json-out).
 
@@ -32,18 +35,39 @@ from mobileface.detect import create_detector
 from mobileface.stages.embed import create_embedder
 
 DEFAULT_CLIP = DATA / "face_recognition" / "short_hamilton_clip.mp4"
+ENHANCE_CLIP = DATA / "mobileface" / "friends1.mp4"
 #: MXNet 1.9.1, batch 1, CPU, ms per face on the 2-core machine (../shared/models/README.md)
 MXNET_MS_PER_FACE = {"mobileface_v1": 3.1, "mobileface_v2": 4.0, "mobileface_v3": 0.85}
 
 
-def detection_frame(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """A real 640x360 video frame, or the photo resized to 640x360."""
-    capture = cv2.VideoCapture(str(DEFAULT_CLIP))
+def video_frame(image: np.ndarray, clip, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """The first frame of ``clip`` when it has ``size`` (width, height), else the photo
+    resized to it."""
+    capture = cv2.VideoCapture(str(clip))
     ok, frame = capture.read()
     capture.release()
-    if ok and frame.shape[:2] == (360, 640):
-        return frame, f"{DEFAULT_CLIP.name} frame 0"
-    return cv2.resize(image, (640, 360)), "photo resized to 640x360"
+    if ok and frame.shape[:2] == size[::-1]:
+        return frame, f"{clip.name} frame 0"
+    return cv2.resize(image, size), f"photo resized to {size[0]}x{size[1]}"
+
+
+def enhancement_rows(image: np.ndarray, runs: int) -> tuple[list[dict], str]:
+    """ms per 720p frame of the low-light step: auto on a normal frame, and each method."""
+    from mobileface.enhance.lowlight import LowLightEnhancer
+    from mobileface.enhance.methods import METHODS
+    from mobileface.eval.lowlight import darken
+
+    frame, source = video_frame(image, ENHANCE_CLIP, (1280, 720))
+    dark = darken(frame, 0.15, np.random.default_rng(0))
+    auto = LowLightEnhancer("auto")
+    rows = [{"stage": "enhance auto, normal 720p frame (left as it is)", "batch": 1,
+             "ms_per_call": median_ms(lambda: auto(frame), runs), "ms_per_face": None}]
+    for method in METHODS:
+        enhancer = LowLightEnhancer("on", method)
+        rows.append({"stage": f"enhance {method}, dark 720p frame", "batch": 1,
+                     "ms_per_call": median_ms(lambda: enhancer(dark), runs),
+                     "ms_per_face": None})
+    return rows, source
 
 
 def main(argv=None) -> int:
@@ -70,8 +94,9 @@ def main(argv=None) -> int:
     one = faces[[0]]
     eight = faces[[0] * 8]
 
-    rows = []
-    frame, frame_source = detection_frame(image)
+    rows, enhance_source = ([], None) if args.embedders_only else \
+        enhancement_rows(image, args.runs)
+    frame, frame_source = video_frame(image, DEFAULT_CLIP, (640, 360))
     detectors = [] if args.embedders_only else [(f"detect retinaface {size}",
                   create_detector("retinaface", input_size=size, runtime=analyzer.runtime),
                   args.runs) for size in (640, 480, 320)]
@@ -103,7 +128,7 @@ def main(argv=None) -> int:
                          "ms_per_face": ms / batch,
                          "mxnet_ms_per_face": mxnet_ms if batch == 1 else None})
 
-    print(f"detection: {frame_source}; per-face stages: {source} "
+    print(f"detection: {frame_source}; low-light step: {enhance_source}; per-face stages: {source} "
           f"{image.shape[1]}x{image.shape[0]}, runs: {args.runs}, "
           f"cpu cores: {os.cpu_count()}, {platform.processor() or platform.machine()}")
     print(f"{'stage':<42} {'batch':>5} {'ms/call':>9} {'ms/face':>9} {'MXNet ms/face':>14}")
@@ -113,6 +138,7 @@ def main(argv=None) -> int:
         print(f"{r['stage']:<42} {r['batch']:>5} {r['ms_per_call']:9.2f} {per_face:>9} "
               f"{mxnet_ms:>14}")
     result = {"benchmark": "stages", "image": source, "detection_frame": frame_source,
+              "enhance_frame": enhance_source,
               "runs": args.runs,
               "cpu_count": os.cpu_count(), "rows": rows}
     emit_json(result, args.json_out)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mobileface.enhance import Enhancement
 
 # Columns holding one row per face, in the order they appear in JSON output.
 ROW_COLUMNS = (
@@ -53,7 +56,9 @@ class Faces:
 
     frame_index, timestamp: the frame's; timings: seconds spent on this frame
     by each step (the detector, the tracker and each stage add their own), one
-    dict shared by every subset of the rows.
+    dict shared by every subset of the rows; enhancement: what the low-light
+    step did to the frame (:class:`mobileface.enhance.Enhancement`: applied or
+    not, the frame's brightness), None where no such step ran.
     """
 
     boxes: np.ndarray
@@ -75,6 +80,7 @@ class Faces:
     frame_index: int = -1
     timestamp: float | None = None
     timings: dict[str, float] = field(default_factory=dict, repr=False)
+    enhancement: Enhancement | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -106,7 +112,8 @@ class Faces:
         columns.pop("boxes"), columns.pop("scores")
         return Faces(self.boxes[index], self.scores[index], **columns,
                      extra={k: v[index] for k, v in self.extra.items()},
-                     frame_index=self.frame_index, timestamp=self.timestamp, timings=self.timings)
+                     frame_index=self.frame_index, timestamp=self.timestamp, timings=self.timings,
+                     enhancement=self.enhancement)
 
     def __eq__(self, other: object) -> bool:
         """Same rows in every column (NaN equals NaN), same frame; timings are not compared."""
@@ -123,7 +130,7 @@ class Faces:
     def concat(cls, parts: "list[Faces]") -> "Faces":
         """The rows of ``parts`` one after the other; a column some parts lack is padded
         (NaN for numbers, -1 for track ids, False for ``predicted``, "" for names).
-        Frame index, timestamp and timings are the first part's."""
+        Frame index, timestamp, timings and enhancement are the first part's."""
         if not parts:
             return cls.empty()
         first = parts[0]
@@ -135,7 +142,8 @@ class Faces:
         extra = {k: _join([p.extra.get(k) for p in parts], [len(p) for p in parts], k)
                  for k in sorted(names)}
         return cls(**columns, extra=extra, frame_index=first.frame_index,
-                   timestamp=first.timestamp, timings=first.timings)
+                   timestamp=first.timestamp, timings=first.timings,
+                   enhancement=first.enhancement)
 
     @property
     def areas(self) -> np.ndarray:
@@ -168,7 +176,8 @@ class Faces:
 
     def to_records(self, include_embedding: bool = True) -> list[dict]:
         """One plain-Python dict per face, ready for ``json.dumps`` (unknown values are None,
-        never NaN, which is not JSON)."""
+        never NaN, which is not JSON). ``enhanced``: whether the face was found and analysed
+        in the low-light enhanced frame (where a low-light step ran, not off)."""
         out = []
         for i in range(len(self)):
             rec: dict[str, Any] = {"box": _rounded(self.boxes[i], 2),
@@ -201,6 +210,8 @@ class Faces:
                 rec["track_age"] = _rounded(self.track_age[i], 1)
                 rec["track_gender"], rec["track_gender_confidence"] = \
                     gender_label(self.track_gender[i])
+            if self.enhancement is not None and self.enhancement.mode != "off":
+                rec["enhanced"] = self.enhancement.applied
             if include_embedding and self.embedding is not None:
                 rec["embedding"] = _rounded(self.embedding[i], 6)
             out.append(rec)

@@ -100,7 +100,7 @@ def face_chips(paths: list[Path], analyzer, kind: str) -> np.ndarray:
             continue
         found = find_main_face(analyzer, image, kind)
         if found.found:
-            chips = dlib_chips(image, found.faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
+            chips = dlib_chips(found.image, found.faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
             blobs.append(dlib_net_blob(chips))
     if not blobs:
         raise DataError("no face found in the calibration images")

@@ -116,6 +116,18 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
                              f"(default): crop for images up to {CROP_MAX_SIDE} px, else photo")
 
 
+def add_enhance_option(parser: argparse.ArgumentParser, default: str | None,
+                       default_text: str | None = None) -> None:
+    """--enhance off|auto|on: the low-light step before detection (a bad value is argparse's
+    one-line usage error, exit code 2). ``default_text`` says what None means."""
+    from mobileface.enhance import ENHANCE_MODES  # light: the modes only
+
+    parser.add_argument("--enhance", choices=ENHANCE_MODES, default=default,
+                        help="low-light enhancement before detection: auto (only frames that "
+                             "are dark), on (every frame) or off (default: "
+                             f"{default_text or default})")
+
+
 def add_facebank_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--facebank", default=None, metavar="DIR|URL",
                         help="facebank folder (one sub-folder of photos per person and "
@@ -132,7 +144,8 @@ def analyzer_options(args) -> dict:
     """FaceAnalyzer keyword arguments from the model options."""
     return {"detector": args.detector, "det_size": args.det_size,
             "det_threshold": args.det_threshold, "providers": providers(args),
-            "threads": args.threads, "embedder": getattr(args, "embedder", None)}
+            "threads": args.threads, "embedder": getattr(args, "embedder", None),
+            "enhance": getattr(args, "enhance", None) or "off"}
 
 
 def analyzer_from_args(args: argparse.Namespace, stages=("landmarks",)):

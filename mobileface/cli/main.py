@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mobileface.cli.common import (add_logging_options, add_model_options, analyzer_options,
-                                   configure_logging, run_main, share_logging_options)
+from mobileface.cli.common import (add_enhance_option, add_logging_options, add_model_options,
+                                   analyzer_options, configure_logging, run_main,
+                                   share_logging_options)
 from mobileface.cli import facebank as facebank_cli
 from mobileface.cli import serve as serve_cli
 from mobileface.errors import MobileFaceError
@@ -53,6 +54,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                          help="also run MobileFace's keypoint pose regressor "
                               "(mobileface_pose_emnme_v1.dat): column pose_mobileface")
     add_model_options(analyze)
+    add_enhance_option(analyze, "off")
 
     verify = sub.add_parser("verify", help="are the largest faces of two images the same person?")
     verify.add_argument("image_a")
@@ -63,6 +65,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                              "this cosine similarity (default: the spec's cosine_threshold)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     add_model_options(verify)
+    add_enhance_option(verify, "off")
 
     models = sub.add_parser("models", help="list the models, their sources, licences and status")
     models.add_argument("--json", action="store_true", help="print JSON")
@@ -126,14 +129,19 @@ def cmd_analyze(args) -> int:
             records = faces.to_records(include_embedding=not args.no_embedding)
             # to_records gives None for unknown values; allow_nan=False makes sure no NaN
             # (not JSON) is ever printed, should one slip past it
-            print(json.dumps({"image": path, "faces": records}, allow_nan=False), flush=True)
+            result = {"image": path, "faces": records}
+            if faces.enhancement is not None and faces.enhancement.mode != "off":
+                result = {"image": path, "enhancement": faces.enhancement.to_record(),
+                          "faces": records}
+            print(json.dumps(result, allow_nan=False), flush=True)
         else:
             _print_table(path, faces)
     return 1 if failures else 0
 
 
 def _print_table(path: str, faces) -> None:
-    print(f"{path}: {len(faces)} face(s)")
+    applied = faces.enhancement is not None and faces.enhancement.applied
+    print(f"{path}: {len(faces)} face(s)" + (" (low-light enhanced)" if applied else ""))
     for i, rec in enumerate(faces.to_records(include_embedding=False)):
         x1, y1, x2, y2 = (round(v) for v in rec["box"])
         pose = rec["pose"]

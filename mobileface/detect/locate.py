@@ -46,10 +46,13 @@ DEFAULT_PAD = 0.25
 
 @dataclass
 class MainFace:
-    """``faces``: one row (or none) with every column the analyzer fills; ``how``: one of HOW."""
+    """``faces``: one row (or none) with every column the analyzer fills; ``how``: one of HOW;
+    ``image``: the image they were found and analysed in (the analyzer's low-light enhanced
+    image where it enhanced it), for further stages."""
 
     faces: Faces
     how: str
+    image: np.ndarray | None = None
 
     @property
     def found(self) -> bool:
@@ -124,14 +127,17 @@ def find_main_face(analyzer, image: np.ndarray, kind: str = "auto",
     kind: "photo" or "crop" (see the module docstring); "auto" (default) treats
         images whose longer side is at most :data:`CROP_MAX_SIDE` pixels as crops.
     pad: the border of the padded detection, times the longer side (0 skips it).
-    """
-    from mobileface.io.image import to_bgr8
 
-    image = to_bgr8(image)
+    The analyzer's low-light step runs first (:meth:`FaceAnalyzer.enhance`).
+    """
+    enhancement = analyzer.enhance(image)
+    image = enhancement.image
     faces, how = locate_faces(analyzer.detector, image, kind, pad)
+    faces.enhancement = enhancement
     if how == "none":
-        return MainFace(faces, how)
-    return MainFace(complete_faces(analyzer, image, faces.largest(), how), how)
+        return MainFace(faces, how, image)
+    main = complete_faces(analyzer, image, faces.largest(), how)
+    return MainFace(main, how, image)
 
 
 def _detect_padded(detector, image: np.ndarray, pad: float) -> Faces:

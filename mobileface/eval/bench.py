@@ -41,16 +41,18 @@ def load_image(path: str | None) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "skimage astronaut"
 
 
-def demo_facebank(folder: Path, pipeline):
-    """A facebank of the ENROL photos in ``folder``, imported with the pipeline's own models,
-    and set on the pipeline (the photos that are absent are left out)."""
+def demo_facebank(folder: Path, pipeline, people: dict | None = None):
+    """A facebank in ``folder`` of ``people`` (name -> a photo, or a list of photos, relative
+    to DATA; default: ENROL), imported with the pipeline's own models and set on the
+    pipeline (the photos that are absent are left out)."""
     from mobileface.identity.enrol import FaceEnroller
     from mobileface.identity.facebank import Facebank
 
-    for name, relative in ENROL.items():
-        if (DATA / relative).is_file():
-            (folder / name).mkdir(parents=True, exist_ok=True)
-            shutil.copy(DATA / relative, folder / name)
+    for name, photos in (ENROL if people is None else people).items():
+        for relative in [photos] if isinstance(photos, str) else photos:
+            if (DATA / relative).is_file():
+                (folder / name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(DATA / relative, folder / name)
     bank = Facebank(folder, outlier_threshold=pipeline.threshold)
     enrol = FaceEnroller(pipeline.analyzer)
     bank.import_folder(enrol.embedding_and_quality, enrol.model_id)

@@ -349,7 +349,7 @@ def embed_images(paths: Iterable[Path], analyzer, embedders: dict,
             log.info("%s: no face found", path)
         for label, stage in embedders.items():
             if found.found:
-                stage(image, found.faces)
+                stage(found.image, found.faces)
                 rows[label].append(np.asarray(found.faces.embedding[0], np.float32))
             else:
                 rows[label].append(None)

@@ -58,7 +58,7 @@ def run(args) -> int:
     try:
         window = MainWindow(ViewerSettings(args.settings), args.facebank or default_facebank(),
                             detector=args.detector, det_size=args.det_size,
-                            threshold=args.threshold)
+                            threshold=args.threshold, enhance=args.enhance)
     except MobileFaceError as exc:
         log.error("error: %s", exc)
         return 2

@@ -20,6 +20,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGr
                              QMainWindow, QPushButton, QSizePolicy, QSlider, QSplitter,
                              QTabWidget, QVBoxLayout, QWidget)
 
+from mobileface.enhance import ENHANCE_MODES
 from mobileface.outputs.annotators import OverlayOptions
 from mobileface.stages.embed.dlib_resnet import DLIB_THRESHOLD
 from mobileface.errors import MobileFaceError
@@ -52,7 +53,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: ViewerSettings | str | os.PathLike | None,
                  facebank: str | Path, detector: str | None = None,
                  det_size: int | None = None, threshold: float | None = None,
-                 holder: PipelineHolder | None = None):
+                 holder: PipelineHolder | None = None, enhance: str | None = None):
         super().__init__()
         self.settings = settings_store(settings)
         #: the facebank: a folder (a Path) or a postgresql:// URL (a str)
@@ -72,7 +73,7 @@ class MainWindow(QMainWindow):
         self.last_stats = None
         self._pending = None
         self._build()
-        self._load_settings(detector, det_size, threshold)
+        self._load_settings(detector, det_size, threshold, enhance)
         self.unknowns = UnknownFaces(self.threshold())
         self._unknown_groups = []
         self._regroup_timer = QTimer(self)
@@ -277,13 +278,21 @@ class MainWindow(QMainWindow):
         self.realtime_box = QCheckBox("Play video files at their frame rate")
         self.realtime_box.toggled.connect(self.guard(self._save_settings))
         form.addRow("Playback:", self.realtime_box)
+        self.enhance_box = QComboBox()
+        self.enhance_box.addItems(ENHANCE_MODES)
+        self.enhance_box.currentTextChanged.connect(self.guard(self._enhance_changed))
+        form.addRow("Low-light enhancement:", self.enhance_box)
+        form.addRow("", QLabel("auto: only frames that are dark; applies at once"))
+        self.show_enhanced_box = QCheckBox("Show the enhanced frame")
+        self.show_enhanced_box.toggled.connect(self.guard(self._enhance_changed))
+        form.addRow("", self.show_enhanced_box)
         self.detector_box.currentTextChanged.connect(self.guard(self._save_settings))
         self.det_size_box.currentTextChanged.connect(self.guard(self._save_settings))
         return tab
 
     # -- settings ---------------------------------------------------------------------------
 
-    def _load_settings(self, detector, det_size, threshold) -> None:
+    def _load_settings(self, detector, det_size, threshold, enhance=None) -> None:
         """The remembered choices, each checked by the store; the command line's win."""
         s = self.settings
         self._loading = True
@@ -301,6 +310,8 @@ class MainWindow(QMainWindow):
             for key, _, default in OVERLAYS:
                 self.overlay_boxes[key].setChecked(s.flag(f"overlay.{key}", default))
             self.realtime_box.setChecked(s.flag("realtime", True))
+            self.enhance_box.setCurrentText(enhance or s.text("enhance", "auto", ENHANCE_MODES))
+            self.show_enhanced_box.setChecked(s.flag("show_enhanced", False))
             self._restore_geometry(s.data("window_geometry"))
         finally:
             self._loading = False
@@ -325,6 +336,8 @@ class MainWindow(QMainWindow):
         for key, box in self.overlay_boxes.items():
             s.set(f"overlay.{key}", box.isChecked())
         s.set("realtime", self.realtime_box.isChecked())
+        s.set("enhance", self.enhance_box.currentText())
+        s.set("show_enhanced", self.show_enhanced_box.isChecked())
         s.set_data("window_geometry", bytes(self.saveGeometry()))
         s.save()
 
@@ -349,6 +362,12 @@ class MainWindow(QMainWindow):
 
     def overlay_options(self) -> OverlayOptions:
         return OverlayOptions(**{k: b.isChecked() for k, b in self.overlay_boxes.items()})
+
+    def _enhance_changed(self, *_) -> None:
+        if self.thread is not None:
+            self.thread.set_enhance(self.enhance_box.currentText())
+            self.thread.set_show_enhanced(self.show_enhanced_box.isChecked())
+        self._save_settings()
 
     def _overlay_changed(self, *_) -> None:
         if self.thread is not None:
@@ -443,6 +462,8 @@ class MainWindow(QMainWindow):
                              det_size=int(self.det_size_box.currentText()),
                              threshold=self.threshold(), facebank=self.facebank_folder,
                              realtime=self.realtime_box.isChecked(),
+                             enhance=self.enhance_box.currentText(),
+                             show_enhanced=self.show_enhanced_box.isChecked(),
                              reconnect_attempts=self.reconnect_attempts)
         thread = RunThread(self.run_id, request, self.holder, self.mailbox,
                            self.overlay_options())

@@ -8,9 +8,10 @@ or :meth:`RunThread.stop` is called. The window is never blocked:
   mailbox (:class:`~mobileface.pipeline.slot.LatestSlot`); the window is signalled only when the
   mailbox was empty, and takes whatever is newest when it gets to it, so
   frames never pile up in the UI thread (the newest frame wins);
-* changes the window asks for (threshold, facebank reloaded, overlays) are
-  stored here and applied by the inference thread between two frames, the
-  only thread that may touch the pipeline's tracks.
+* changes the window asks for (threshold, facebank reloaded, low-light mode)
+  are stored here and applied by the inference thread between two frames, the
+  only thread that may touch the pipeline's tracks; the overlays and whether
+  the enhanced frame is shown are read by the writer thread.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from mobileface.outputs.annotators import Overlay, OverlayOptions
 from mobileface.errors import MobileFaceError
 from mobileface.identity.gallery import Gallery
 from mobileface.pipeline import FacePipeline, FrameResult, PipelineConfig, RunningMode
-from mobileface.outputs.sinks import Sink
+from mobileface.outputs.sinks import Sink, shown_image
 from mobileface.pipeline.runner import RunStats, VideoRunner
 from mobileface.pipeline.slot import LatestSlot
 from mobileface.io.video import Frame, VideoSource, describe, parse_source
@@ -66,6 +67,10 @@ class RunRequest:
     facebank: Path | None = None
     #: play video files at their frame rate (off: as fast as the analysis goes)
     realtime: bool = True
+    #: low-light enhancement: auto (dark frames only), on or off
+    enhance: str = "auto"
+    #: show the enhanced frame (where enhancement was applied) instead of the frame as read
+    show_enhanced: bool = False
     reconnect_attempts: int = 5
 
 
@@ -76,7 +81,7 @@ class ViewFrame:
     run: int
     index: int
     timestamp: float
-    image: np.ndarray       # the frame as read (BGR), for enrolment
+    image: np.ndarray       # the frame as analysed (BGR, enhanced where it was), for enrolment
     view: QImage            # annotated
     result: FrameResult
 
@@ -109,6 +114,7 @@ class PipelineHolder:
             self._key = key
         pipeline = self._pipeline
         pipeline.set_threshold(request.threshold)     # None: the embedder's own
+        pipeline.enhancer.mode = request.enhance
         return pipeline
 
     def facebank(self, spec):
@@ -128,8 +134,10 @@ class _ViewSink(Sink):
 
     def write(self, frame: Frame, result: FrameResult) -> None:
         thread = self.thread
-        view = thread.overlay.annotate(frame.image.copy(), result.faces)
-        item = ViewFrame(thread.run_id, frame.index, frame.timestamp, frame.image,
+        view = thread.overlay.annotate(shown_image(frame, result, thread.show_enhanced).copy(),
+                                       result.faces)
+        item = ViewFrame(thread.run_id, frame.index, frame.timestamp,
+                         frame.image if result.image is None else result.image,
                          to_qimage(view), result)
         if thread.mailbox.put(item):
             thread.frameReady.emit()
@@ -159,12 +167,14 @@ class RunThread(QThread):
         self.holder = holder
         self.mailbox = mailbox
         self.overlay = Overlay(overlay)
+        self.show_enhanced = request.show_enhanced
         self.label = describe(parse_source(request.source))
         self._lock = threading.Lock()
         self._runner: VideoRunner | None = None
         self._stopping = False
         self._paused = False
         self._threshold: float | None = None
+        self._enhance: str | None = None
         self._reload = False
         self._times: deque[float] = deque(maxlen=30)
         self._analysis = 0.0
@@ -198,6 +208,14 @@ class RunThread(QThread):
     def reload_facebank(self) -> None:
         with self._lock:
             self._reload = True
+
+    def set_enhance(self, mode: str) -> None:
+        """The low-light mode from the next frame on (off, auto, on)."""
+        with self._lock:
+            self._enhance = mode
+
+    def set_show_enhanced(self, show: bool) -> None:
+        self.show_enhanced = bool(show)   # read by the writer thread
 
     def set_overlay(self, options: OverlayOptions) -> None:
         self.overlay = Overlay(options)   # one reference swap: the writer takes either
@@ -266,6 +284,9 @@ class RunThread(QThread):
         with self._lock:
             threshold, self._threshold = self._threshold, None
             reload, self._reload = self._reload, False
+            enhance, self._enhance = self._enhance, None
+        if enhance is not None:
+            pipeline.enhancer.mode = enhance              # the detector's next frame
         if threshold is not None:
             pipeline.set_threshold(threshold)             # every track is voted again
         if reload:

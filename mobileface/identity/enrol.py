@@ -133,7 +133,9 @@ class FaceEnroller:
         """
         if several not in ("refuse", "best"):
             raise ValueError(f"several must be 'refuse' or 'best', got {several!r}")
-        image = to_bgr8(image, label)
+        # The analyzer's low-light step (a camera's dark frame): the face is found, embedded
+        # and saved from the enhanced picture.
+        image = self.analyzer.enhance(to_bgr8(image, label)).image
         faces, how = locate_faces(self.analyzer.detector, image)
         if how in ("none", "whole"):
             raise EnrolError(f"{label}: no face found")

@@ -40,15 +40,21 @@ class Sink:
 
 
 class VideoFileSink(Sink):
-    """The annotated video; opened at once, so that a bad output path fails before the run."""
+    """The annotated video; opened at once, so that a bad output path fails before the run.
+
+    show_enhanced: draw on the image the pipeline analysed (the low-light enhanced
+    frame where enhancement was applied) instead of the frame as read.
+    """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int],
-                 overlay: Overlay | None = None):
+                 overlay: Overlay | None = None, show_enhanced: bool = False):
         self.writer = VideoWriter(path, fps, size)
         self.overlay = overlay or Overlay(OverlayOptions())
+        self.show_enhanced = show_enhanced
 
     def write(self, frame: Frame, result: FrameResult) -> None:
-        self.writer.write(self.overlay.annotate(frame.image, result.faces))
+        self.writer.write(self.overlay.annotate(shown_image(frame, result, self.show_enhanced),
+                                                result.faces))
 
     def close(self) -> None:
         self.writer.close()
@@ -172,6 +178,13 @@ class EventsSink(Sink):
         if self.last_track is None:
             return f"the events file {self.path} holds no track"
         return f"the events file {self.path} is complete up to track {self.last_track}"
+
+
+def shown_image(frame: Frame, result: FrameResult, enhanced: bool):
+    """What a sink draws on: the frame as read, or with ``enhanced`` the image the pipeline
+    analysed (the same frame unless the low-light step enhanced it). Drawn on in place: the
+    frame as read belongs to this frame's sinks alone, and so does the enhanced image."""
+    return result.image if enhanced and result.image is not None else frame.image
 
 
 def default_crops_dir(events: str | os.PathLike) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from mobileface.enhance import check_mode
 from mobileface.identity.gallery import MATCH_MODES
 
 
@@ -53,6 +54,9 @@ class PipelineConfig:
     recognition: bool = True
     #: age and gender
     attributes: bool = True
+    #: low-light enhancement before detection: "auto" (dark frames only, with hysteresis),
+    #: "on" (every frame) or "off" (see mobileface.enhance)
+    enhance: str = "auto"
     #: cosine similarity a match must reach (None: the embedder's own threshold)
     threshold: float | None = None
     #: ... and by how much it must beat the best other person
@@ -88,6 +92,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         self.mode = RunningMode.parse(self.mode)
+        check_mode(self.enhance)
         if self.match_mode not in MATCH_MODES:
             raise ValueError(f"match_mode must be one of {MATCH_MODES}, got {self.match_mode!r}")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:

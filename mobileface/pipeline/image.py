@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mobileface.detect import create_detector
+from mobileface.enhance.lowlight import Enhancement, LowLightEnhancer
 from mobileface.io.image import to_bgr8
 from mobileface.models.runtime import RuntimeConfig
 from mobileface.stages.base import Stage, order_stages, run_stages
@@ -87,11 +88,19 @@ class FaceAnalyzer:
         or as Stage objects.
     embedder: the embedding model (see :func:`mobileface.stages.embed.create_embedder`;
         None is dlib's ResNet).
+    enhance: low-light enhancement before detection: "off" (default), "auto" (an
+        image that is dark, see :mod:`mobileface.enhance.lowlight`) or "on"; or a
+        :class:`~mobileface.enhance.LowLightEnhancer`. The detector and every stage
+        then see the enhanced image; ``faces.enhancement`` says what was done.
     """
 
     def __init__(self, detector="retinaface", det_size: int = 640,
                  det_threshold: float | None = None, providers: Sequence[str] = ("cpu",),
-                 threads: int = 0, stages: Iterable[str | Stage] = STAGES, embedder=None):
+                 threads: int = 0, stages: Iterable[str | Stage] = STAGES, embedder=None,
+                 enhance: str | LowLightEnhancer = "off"):
+        # IMAGE mode: each image is decided alone (no hysteresis between unrelated images)
+        self.enhancer = enhance if isinstance(enhance, LowLightEnhancer) else \
+            LowLightEnhancer(enhance, hysteresis=False)
         self.runtime = RuntimeConfig(providers=tuple(providers), intra_op_threads=threads)
         self.detector = detector_from(detector, det_size, det_threshold, self.runtime) \
             if isinstance(detector, str) else detector
@@ -111,16 +120,26 @@ class FaceAnalyzer:
         """The onnxruntime providers this analyzer's models really run on."""
         return sorted(set(self.runtime.active.values()))
 
+    def enhance(self, image: np.ndarray) -> Enhancement:
+        """The low-light step of this analyzer on a BGR image: ``.image`` is what the detector
+        and the stages are to see (the image itself when nothing was applied)."""
+        return self.enhancer(to_bgr8(image))
+
     def analyze(self, image: np.ndarray, frame_index: int = -1,
                 timestamp: float | None = None) -> Faces:
         """Every column for every face of a BGR image (grey, BGRA, 16-bit are converted)."""
         import time
 
-        image = to_bgr8(image)
         start = time.perf_counter()
+        enhancement = self.enhance(image)
+        image = enhancement.image
+        mark = time.perf_counter()
         faces = self.detector.detect(image)
-        faces.timings["detect"] = time.perf_counter() - start
+        if enhancement.mode != "off":
+            faces.timings["enhance"] = mark - start
+        faces.timings["detect"] = time.perf_counter() - mark
         faces.frame_index, faces.timestamp = frame_index, timestamp
+        faces.enhancement = enhancement
         run_stages(self.stages, image, faces)
         self.last_timings = faces.timings
         return faces

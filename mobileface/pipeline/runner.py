@@ -49,6 +49,7 @@ TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTER
 @dataclass
 class RunStats:
     frames: int = 0             # processed
+    enhanced: int = 0           # ... of which the low-light step enhanced
     dropped: int = 0            # live sources: frames replaced before they were processed
     seconds: float = 0.0
     tracks: int = 0             # tracks that ended (all of them, at the end)
@@ -311,6 +312,7 @@ class VideoRunner:
                 self.on_progress(stats)
 
     def _count(self, result: FrameResult) -> None:
+        self.stats.enhanced += bool(result.enhancement is not None and result.enhancement.applied)
         self._count_summaries(result.finished)
 
     def _count_summaries(self, summaries: list[TrackSummary]) -> None:

@@ -23,9 +23,16 @@ faces of quality ``min_quality`` or better (MagFace's idea: recognise from
 good frames). What is remembered of a track is bounded
 (:mod:`mobileface.track.memory`) and released when the tracker finishes it.
 
-The engine is made of parts: a detector, stages, a tracker and a config
-(:meth:`FacePipeline.from_config` builds the default ones), so any of them
-can be replaced, by a fake in a test or by a remote or batched model.
+Before detection, a low-light step (:class:`mobileface.enhance.LowLightEnhancer`,
+``config.enhance``: auto by default) may enhance a dark frame; the detector,
+the stages and the best shots then work on the enhanced frame (which measured
+better for each, see README "Low-light enhancement"), the scene-cut check on the
+frame as read.
+
+The engine is made of parts: a detector, stages, a tracker, a low-light
+enhancer and a config (:meth:`FacePipeline.from_config` builds the default
+ones), so any of them can be replaced, by a fake in a test or by a remote or
+batched model.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mobileface.enhance.lowlight import Enhancement, LowLightEnhancer
 from mobileface.identity.gallery import normalise
 from mobileface.identity.live import GalleryFollower
 from mobileface.io.image import to_bgr8
@@ -61,6 +69,14 @@ class FrameResult:
     faces: Faces
     finished: list[TrackSummary] = field(default_factory=list)
     recognised: int = 0          # faces that got per-track work in this frame
+    #: the image the detector and the stages analysed: the low-light enhanced frame when
+    #: the enhancement was applied, else the frame itself
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def enhancement(self) -> Enhancement | None:
+        """What the low-light step did to this frame (None when the pipeline has none)."""
+        return self.faces.enhancement
 
     @property
     def timings(self) -> dict[str, float]:
@@ -84,15 +100,19 @@ class FacePipeline:
     facebank: a facebank (:func:`mobileface.identity.store.open_facebank`; checked for
         changes every ``config.facebank_poll`` seconds), a fixed
         :class:`mobileface.identity.gallery.Gallery`, or None (all unknown).
+    enhancer: a :class:`~mobileface.enhance.LowLightEnhancer` run before the
+        detector, or None (frames are analysed as they are, nothing is reported).
     """
 
     def __init__(self, detector, stages: Sequence[Stage], tracker: SortTracker | None = None,
-                 config: PipelineConfig | None = None, facebank=None):
+                 config: PipelineConfig | None = None, facebank=None,
+                 enhancer: LowLightEnhancer | None = None):
         self.config = config = config or PipelineConfig()
         if config.mode is RunningMode.IMAGE:
             raise ValueError("FacePipeline runs VIDEO or STREAM mode; analyse single images "
                              "with FaceAnalyzer")
         self.detector = detector
+        self.enhancer = enhancer
         ordered = order_stages(stages)
         self.frame_stages = [s for s in ordered if not s.per_track]
         self.track_stages = [s for s in ordered if s.per_track]
@@ -121,8 +141,9 @@ class FacePipeline:
 
     @classmethod
     def from_config(cls, config: PipelineConfig | None = None, facebank=None) -> "FacePipeline":
-        """The default parts for ``config``: its detector, landmarks, pose and quality on
-        every frame, and attributes and the embedding per track (as the config asks)."""
+        """The default parts for ``config``: its low-light enhancer and detector, landmarks,
+        pose and quality on every frame, and attributes and the embedding per track (as the
+        config asks)."""
         from mobileface.pipeline.image import build_stage, detector_from
         from mobileface.models.runtime import RuntimeConfig
 
@@ -140,14 +161,16 @@ class FacePipeline:
         # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).
         stages[0].batch_from = 1
         detector = detector_from(config.detector, config.det_size, config.det_threshold, runtime)
-        pipeline = cls(detector, stages, config=config, facebank=facebank)
+        pipeline = cls(detector, stages, config=config, facebank=facebank,
+                       enhancer=LowLightEnhancer(config.enhance))
         pipeline.runtime = runtime
         return pipeline
 
     @property
     def analyzer(self):
         """A FaceAnalyzer made of this pipeline's detector and stages (the same models),
-        for enrolling faces with the embedder that recognises them."""
+        for enrolling faces with the embedder that recognises them (photos: no low-light
+        enhancement)."""
         from mobileface.pipeline.image import FaceAnalyzer
 
         if self._analyzer is None:
@@ -221,20 +244,36 @@ class FacePipeline:
         """Start a new session: ids restart, every track is forgotten (nothing is reported)."""
         self.tracker.reset()
         self.cuts.reset()
+        if self.enhancer is not None:
+            self.enhancer.reset()
         self.states.clear()
         self.frames = 0
         self._last_timestamp = None
 
     def detect(self, frame: np.ndarray) -> Faces:
-        """The detector alone, its time recorded in the result's timings.
+        """The low-light step and the detector, their times recorded in the result's timings;
+        ``faces.enhancement`` says what the low-light step did and holds the image the
+        detector saw, for :meth:`process`.
 
         :meth:`process` calls it unless it is given the detections; a runner
-        may call it from another thread (one thread at a time) to overlap the
-        detection of a frame with the analysis of the frame before.
+        may call it from another thread (one thread at a time, the frames in
+        order: auto enhancement follows the stream) to overlap the detection of
+        a frame with the analysis of the frame before.
         """
+        frame = to_bgr8(frame, "frame")
+        enhancement = None
+        if self.enhancer is not None:
+            start = time.perf_counter()
+            enhancement = self.enhancer(frame)
+            enhance_seconds = time.perf_counter() - start
+            frame = enhancement.image
         start = time.perf_counter()
-        faces = self.detector.detect(to_bgr8(frame, "frame"))
+        faces = self.detector.detect(frame)
         faces.timings["detect"] = time.perf_counter() - start
+        if enhancement is not None:
+            faces.enhancement = enhancement
+            if enhancement.mode != "off":
+                faces.timings["enhance"] = enhance_seconds
         return faces
 
     def _stamp(self, timestamp: float | None, frame_index: int) -> float:
@@ -268,31 +307,34 @@ class FacePipeline:
         if faces is None:
             faces = self.detect(frame)
         faces.frame_index, faces.timestamp = frame_index, timestamp
+        enhancement = faces.enhancement
+        image = frame if enhancement is None else enhancement.image
 
         mark = time.perf_counter()
-        if self.cuts(frame):
+        if self.cuts(frame):       # the frame as read: enhancement switching on is no cut
             self.tracker.cut()
         tracked = self.tracker.update(faces, timestamp)
         faces = tracked[~tracked.predicted]
         missed = tracked[tracked.predicted]
         faces.timings["track"] = time.perf_counter() - mark
-        run_stages(self.frame_stages, frame, faces)
+        run_stages(self.frame_stages, image, faces)
 
         mark = time.perf_counter()
         if self.gallery.poll():
             self._revote_all()
         self._count_missed(missed)
-        due, recheck = self._update_states(faces, frame_index, timestamp)
+        enhanced = enhancement is not None and enhancement.applied
+        due, recheck = self._update_states(faces, frame_index, timestamp, enhanced)
         faces.timings["identity"] = time.perf_counter() - mark
         if len(due):
-            self._per_track_work(frame, faces, due, recheck, frame_index)
+            self._per_track_work(image, faces, due, recheck, frame_index)
         mark = time.perf_counter()
         result = Faces.concat([faces, missed]) if len(missed) else faces
         self._fill_columns(result)
         finished = [self._finish(tid) for tid in self.tracker.finished if tid in self.states]
         faces.timings["identity"] += time.perf_counter() - mark
         faces.timings["total"] = time.perf_counter() - start
-        return FrameResult(result, finished, recognised=len(due))
+        return FrameResult(result, finished, recognised=len(due), image=image)
 
     def finish(self) -> list[TrackSummary]:
         """End of the stream: a summary of every track still known, and a fresh tracker."""
@@ -308,8 +350,8 @@ class FacePipeline:
             if state is not None:
                 state.missing += 1
 
-    def _update_states(self, faces: Faces, frame_index: int,
-                       timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def _update_states(self, faces: Faces, frame_index: int, timestamp: float,
+                       enhanced: bool) -> tuple[np.ndarray, np.ndarray]:
         """Record this frame in every track's state; returns the rows due for per-track
         work, and which of them are only periodic identity re-checks."""
         cfg = self.config
@@ -322,7 +364,8 @@ class FacePipeline:
                 state = self.states[int(tid)] = TrackState(int(tid), frame_index, timestamp,
                                                            self.limits)
             reappeared = state.missing >= cfg.reappear_frames
-            state.seen(frame_index, timestamp, None if faces.pose is None else faces.pose[row])
+            state.seen(frame_index, timestamp, None if faces.pose is None else faces.pose[row],
+                       enhanced)
             quality = float(faces.quality[row])
             if state.runs == 0:
                 priority = NEW
@@ -343,21 +386,21 @@ class FacePipeline:
         recheck = np.array([priority == RECHECK for priority, _, _ in chosen], bool)
         return rows, recheck
 
-    def _run_track_stages(self, frame: np.ndarray, sub: Faces, recheck: np.ndarray) -> None:
+    def _run_track_stages(self, image: np.ndarray, sub: Faces, recheck: np.ndarray) -> None:
         """The per-track stages on the due rows; on identity-only re-checks, only the
         stages that lead to the embedding (age and gender keep their samples)."""
         for stage in self.track_stages:
             if "embedding" in stage.provides:
-                stage(frame, sub)
+                stage(image, sub)
             elif not recheck.all():
                 described = sub[~recheck]
-                stage(frame, described)
+                stage(image, described)
                 _scatter(described, stage.provides, sub, ~recheck)
 
-    def _per_track_work(self, frame: np.ndarray, faces: Faces, rows: np.ndarray,
+    def _per_track_work(self, image: np.ndarray, faces: Faces, rows: np.ndarray,
                         recheck: np.ndarray, frame_index: int) -> None:
         sub = faces[rows]
-        self._run_track_stages(frame, sub, recheck)
+        self._run_track_stages(image, sub, recheck)
         self._keep_columns(faces, sub, rows)
         mark = time.perf_counter()
         embeddings = None if sub.embedding is None else normalise(sub.embedding)
@@ -370,7 +413,7 @@ class FacePipeline:
             best = quality > state.best_quality
             if best:
                 state.best_quality = quality
-                state.best_shot = crop_best_shot(frame, faces.boxes[row], self.config.best_shot_size)
+                state.best_shot = crop_best_shot(image, faces.boxes[row], self.config.best_shot_size)
                 state.best_shot_frame = frame_index
             if sub.age is not None and not recheck[k]:
                 state.ages.append(float(sub.age[k]))

@@ -47,6 +47,8 @@ class TrackSummary:
     pose_range: dict[str, list[float]]
     best_shot: np.ndarray | None = None
     best_shot_frame: int = -1
+    #: frames of the track in which it was detected in a low-light enhanced frame
+    enhanced_frames: int = 0
     #: the normalised embedding of the best shot (None without recognition); not in the record
     embedding: np.ndarray | None = None
 
@@ -61,7 +63,8 @@ class TrackSummary:
                 "frames": self.frames, "age": rounded(self.age, 1), "gender": self.gender,
                 "gender_confidence": rounded(self.gender_confidence, 4),
                 "best_quality": round(self.best_quality, 4),
-                "best_shot_frame": self.best_shot_frame, "pose_range": self.pose_range}
+                "best_shot_frame": self.best_shot_frame, "pose_range": self.pose_range,
+                "enhanced_frames": self.enhanced_frames}
 
 
 class TrackState:
@@ -72,6 +75,7 @@ class TrackState:
         self.first_frame = self.last_frame = frame_index
         self.first_time = self.last_time = timestamp
         self.frames = 0
+        self.enhanced_frames = 0
         self.pose_min = np.full(3, np.inf, np.float32)
         self.pose_max = np.full(3, -np.inf, np.float32)
         self.ages: deque[float] = deque(maxlen=limits.attribute_samples)
@@ -87,9 +91,12 @@ class TrackState:
         self.runs = 0
         self.missing = 0  # frames in a row without a detection
 
-    def seen(self, frame_index: int, timestamp: float, pose: np.ndarray | None) -> None:
+    def seen(self, frame_index: int, timestamp: float, pose: np.ndarray | None,
+             enhanced: bool = False) -> None:
+        """Detected in this frame (``enhanced``: in the low-light enhanced frame)."""
         self.last_frame, self.last_time = frame_index, timestamp
         self.frames += 1
+        self.enhanced_frames += bool(enhanced)
         self.missing = 0
         if pose is not None and np.isfinite(pose).all():
             np.minimum(self.pose_min, pose, out=self.pose_min)
@@ -113,6 +120,7 @@ class TrackState:
         """Take in a newer track that turned out to be this one (re-identification)."""
         self.last_frame, self.last_time = other.last_frame, other.last_time
         self.frames += other.frames
+        self.enhanced_frames += other.enhanced_frames
         np.minimum(self.pose_min, other.pose_min, out=self.pose_min)
         np.maximum(self.pose_max, other.pose_max, out=self.pose_max)
         self.ages.extend(other.ages)
@@ -142,7 +150,7 @@ class TrackState:
             age=self.age if self.ages else None, gender=gender, gender_confidence=confidence,
             best_quality=max(self.best_quality, 0.0), pose_range=pose_range,
             best_shot=self.best_shot, best_shot_frame=self.best_shot_frame,
-            embedding=self.best_embedding)
+            enhanced_frames=self.enhanced_frames, embedding=self.best_embedding)
 
 
 def crop_best_shot(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
