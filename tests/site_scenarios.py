@@ -19,10 +19,9 @@ from pathlib import Path
 
 import cv2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # mjpeg_server beside this file
 
 #: every wait here is bounded
-DEADLINE = 240.0
+DEADLINE = 400.0
 
 
 def _progress(folder: Path, camera: str) -> dict:
@@ -43,7 +42,7 @@ def _wait(condition, what: str, timeout: float = DEADLINE) -> None:
 def three(work: Path) -> dict:
     """Two clips and an MJPEG camera through ``mobileface serve``; SIGTERM once the files
     ended and the camera served its frames: every output is finalised."""
-    from mjpeg_server import MjpegServer
+    from mobileface.eval.mjpeg_server import MjpegServer
 
     capture = cv2.VideoCapture(str(work / "a.mp4"))
     frames = []
@@ -65,6 +64,8 @@ def three(work: Path) -> dict:
               serve.poll() is not None, "the two clips to end")
         _wait(lambda: (_progress(out, "live").get("frame") or 0) >= len(frames)
               or serve.poll() is not None, "the camera's frames")
+        status = subprocess.run([sys.executable, "-m", "mobileface", "status", "--json"],
+                                capture_output=True, text=True, timeout=120)
         serve.send_signal(signal.SIGTERM)
         stdout, stderr = serve.communicate(timeout=120)
     finally:
@@ -72,7 +73,9 @@ def three(work: Path) -> dict:
             serve.kill()
             serve.communicate()
         server.__exit__(None, None, None)
-    return {"returncode": serve.returncode, "stdout": stdout, "stderr": stderr[-4000:]}
+    return {"returncode": serve.returncode, "stdout": stdout, "stderr": stderr[-4000:],
+            "status": status.stdout, "status_code": status.returncode,
+            "status_stderr": status.stderr[-2000:]}
 
 
 def _site(work: Path, address: str | None = None):
@@ -94,9 +97,11 @@ def kill(work: Path) -> dict:
         _wait(lambda: (_progress(site.output, "a").get("frame") or 0) >= 15, "camera a's frames")
         victim = ray.get(running.actors["a"].pid.remote(), timeout=30)
         os.kill(victim, signal.SIGKILL)
+        _wait(lambda: any(s["camera"] == "a" and s.get("restart") == 1
+                          for s in running.status()), "camera a started again")
+        after = ray.get(running.actors["a"].pid.remote(), timeout=30)
         code = running.wait()
         status = running.status()
-        after = ray.get(running.actors["a"].pid.remote(), timeout=30)
     finally:
         ray.shutdown()
     return {"code": code, "status": status, "killed": victim, "after": after}
@@ -109,6 +114,7 @@ def cluster(work: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     second = nodes.add_node(num_cpus=1)
     nodes.wait_for_nodes()
@@ -134,8 +140,8 @@ def mqtt(work: Path) -> dict:
     arrival time."""
     import paho.mqtt.client as paho
 
-    from mjpeg_server import MjpegServer
-    from mqtt_broker import Mosquitto
+    from mobileface.eval.mjpeg_server import MjpegServer
+    from mobileface.eval.mqtt_broker import Mosquitto
 
     capture = cv2.VideoCapture(str(work / "a.mp4"))
     frames = []

@@ -156,7 +156,7 @@ def test_a_file_that_breaks_off_keeps_what_was_written(hamilton, tmp_path, capsy
 
 
 def test_a_stream_that_disconnects_keeps_what_was_written(tmp_path, capsys, hamilton):
-    from mjpeg_server import MjpegServer
+    from mobileface.eval.mjpeg_server import MjpegServer
 
     capture = cv2.VideoCapture(str(hamilton))
     capture.set(cv2.CAP_PROP_POS_FRAMES, 100)

@@ -104,7 +104,7 @@ def test_a_failing_sink_stops_the_run_and_the_others_are_closed(pipeline, clip):
 
 
 def test_a_live_source_keeps_only_the_newest_frame(pipeline, clip):
-    from mjpeg_server import MjpegServer
+    from mobileface.eval.mjpeg_server import MjpegServer
 
     capture = cv2.VideoCapture(str(clip))
     frames = [capture.read()[1] for _ in range(60)]

@@ -22,6 +22,7 @@ from mobileface.service import config as site_config
 
 NAME = "Eileen Collins"
 FPS, SIZE, FRAMES = 25, (640, 360), 48
+LONG = 480          # frames of the clip whose camera is killed: long enough to be mid-run
 ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
 
 
@@ -69,6 +70,7 @@ def test_the_documented_keys_work_as_written(tmp_path):
     (GOOD.replace('mqtt = "mqtt://127.0.0.1:1883"', 'mqtt = "127.0.0.1"'), "mqtt must be a broker URL"),
     (GOOD.replace("record = true", 'record = "yes"'), "record must be bool"),
     (GOOD.replace('name = "door"', 'name = "front door"'), "a camera name is letters"),
+    (GOOD.replace("record = true", 'enhance = "bright"'), "enhance must be one of off, auto, on"),
     ('output = "x"\n', "no [[cameras]]"),
     ("[[cameras]\nname = 1", "not valid TOML"),
 ])
@@ -108,7 +110,7 @@ needs_namespace = pytest.mark.skipif(NAMESPACE is None,
                                      reason="cannot make a network namespace (unshare --net)")
 
 
-def _scenario(name: str, work, timeout: float = 420) -> dict:
+def _scenario(name: str, work, timeout: float = 600) -> dict:
     script = f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'site_scenarios.py'} {name} {work}"
     done = subprocess.run(NAMESPACE + ["sh", "-c", script], capture_output=True, text=True,
                           timeout=timeout, env=ENV, cwd=ROOT)
@@ -116,12 +118,15 @@ def _scenario(name: str, work, timeout: float = 420) -> dict:
     return json.loads((work / "result.json").read_text())
 
 
-def _clip(path, astronaut_bgr, step: int) -> None:
+def _clip(path, astronaut_bgr, step: int, frames: int = FRAMES) -> None:
+    """Her head sliding ``step`` px a frame, back and forth over the frame."""
     patch = astronaut_bgr[0:256, 96:352]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
-    for i in range(FRAMES):
+    for i in range(frames):
         frame = np.full((SIZE[1], SIZE[0], 3), (120, 140, 150), np.uint8)
-        x = 40 + step * i if step > 0 else 344 + step * i
+        k = i % (2 * FRAMES)
+        k = k if k < FRAMES else 2 * FRAMES - 1 - k
+        x = 40 + step * k if step > 0 else 344 + step * k
         frame[50:306, x:x + 256] = patch
         writer.write(frame)
     writer.release()
@@ -135,6 +140,7 @@ def site_inputs(tmp_path_factory, astronaut_bgr):
     root = tmp_path_factory.mktemp("site-inputs")
     _clip(root / "a.mp4", astronaut_bgr, 6)
     _clip(root / "b.mp4", astronaut_bgr, -6)
+    _clip(root / "long.mp4", astronaut_bgr, 6, frames=LONG)
     photo = root / "astronaut.png"
     cv2.imwrite(str(photo), astronaut_bgr)
     take_pic = load_script("apps/take_pic.py")
@@ -144,7 +150,7 @@ def site_inputs(tmp_path_factory, astronaut_bgr):
 
 
 def _work(tmp_path, inputs, cameras: str):
-    for name in ("a.mp4", "b.mp4"):
+    for name in ("a.mp4", "b.mp4", "long.mp4"):
         shutil.copy(inputs / name, tmp_path / name)
     shutil.copytree(inputs / "facebank", tmp_path / "facebank")
     (tmp_path / "site.toml").write_text(f'facebank = "facebank"\noutput = "site"\n'
@@ -183,11 +189,16 @@ def test_three_cameras_give_the_events_of_three_separate_runs(tmp_path, site_inp
     statuses = {json.loads(line)["camera"]: json.loads(line)
                 for line in result["stdout"].splitlines() if line.startswith("{")}
     assert statuses["a"]["state"] == "ended" and statuses["live"]["state"] == "stopped"
+    # `mobileface status`, asked while the site ran: every camera, with its figures
+    assert result["status_code"] == 0, result["status_stderr"]
+    asked = {entry["camera"]: entry for entry in json.loads(result["status"])}
+    assert set(asked) == {"a", "b", "live"} and asked["live"]["state"] == "running"
+    assert {"fps", "dropped", "queue", "tracks", "error", "node"} <= set(asked["live"])
 
 
 @needs_namespace
 def test_a_killed_camera_is_started_again_and_the_other_goes_on(tmp_path, site_inputs):
-    work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "a.mp4"\n'
+    work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "long.mp4"\n'
                  '[[cameras]]\nname = "b"\nsource = "b.mp4"\n')
     result = _scenario("kill", work)
     assert result["code"] == 0 and result["after"] != result["killed"]
@@ -198,7 +209,7 @@ def test_a_killed_camera_is_started_again_and_the_other_goes_on(tmp_path, site_i
     ids = [e["track_id"] for e in events]
     assert len(ids) == len(set(ids))                    # no track id twice in a run
     assert any(i > 1_000_000 for i in ids)              # the restarted worker's own block
-    assert max(e["last_frame"] for e in events) >= FRAMES - 5    # it went on to the end
+    assert max(e["last_frame"] for e in events) >= LONG - 5      # it went on to the end
     assert any(e["identity"] == NAME for e in _events(work / "site" / "b" / "events.jsonl"))
 
 
@@ -219,7 +230,7 @@ def test_on_two_nodes_cameras_spread_and_move_when_a_node_dies(tmp_path, site_in
 @needs_namespace
 def test_events_over_mqtt_resume_after_the_broker_restarts(tmp_path, site_inputs):
     pytest.importorskip("paho.mqtt")
-    from mqtt_broker import mosquitto_binary
+    from mobileface.eval.mqtt_broker import mosquitto_binary
 
     try:
         mosquitto_binary()

@@ -175,7 +175,7 @@ def test_the_hamilton_clip_reads_whole():
 
 
 def test_a_live_stream_reconnects_then_reports_the_disconnection():
-    from mjpeg_server import MjpegServer
+    from mobileface.eval.mjpeg_server import MjpegServer
 
     frames = [np.full((120, 160, 3), 4 * i, np.uint8) for i in range(30)]
     with MjpegServer(frames, frames_per_connection=15, connections=2) as server:

@@ -286,7 +286,7 @@ def test_a_bad_source_shows_an_error_in_the_window(make_window, tmp_path):
 
 
 def test_a_stream_that_disconnects_shows_an_error(make_window, clip):
-    from mjpeg_server import MjpegServer
+    from mobileface.eval.mjpeg_server import MjpegServer
 
     capture = cv2.VideoCapture(clip)
     capture.set(cv2.CAP_PROP_POS_FRAMES, 110)

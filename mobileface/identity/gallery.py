@@ -105,7 +105,9 @@ class Gallery:
             from mobileface.identity.search import HnswSearch
 
             self.search = HnswSearch(self.dim)
-            self.search.add(self.person_ids, self.prototypes)
+            for start in range(0, len(self.names), 100_000):   # no second full matrix
+                people = np.arange(start, min(start + 100_000, len(self.names)))
+                self.search.add(self.person_ids[people], self.prototypes_of(people))
 
     @classmethod
     def empty(cls) -> "Gallery":
@@ -153,7 +155,7 @@ class Gallery:
                       search, exact_below)
         if search is not None and gallery.search is search:
             update = np.flatnonzero(np.isin(gallery.person_ids, sorted(changed)))
-            search.add(gallery.person_ids[update], gallery.prototypes[update])
+            search.add(gallery.person_ids[update], gallery.prototypes_of(update))
         return gallery
 
     def rows_of(self, image_ids: np.ndarray, versions: np.ndarray) -> np.ndarray:
@@ -172,13 +174,25 @@ class Gallery:
 
     @property
     def prototypes(self) -> np.ndarray:
-        """(P, D) each person's normalised mean embedding (made when first asked for)."""
+        """(P, D) each person's normalised mean embedding (made when first asked for:
+        ``mode="mean"``; the index asks for them a part at a time)."""
         if self._prototypes is None:
-            prototypes = np.zeros((len(self.names), self.dim), np.float32)
-            if len(self.owners):
-                np.add.at(prototypes, self.owners, self.embeddings)
-            self._prototypes = normalise(prototypes)
+            self._prototypes = self.prototypes_of(np.arange(len(self.names)))
         return self._prototypes
+
+    def prototypes_of(self, people: np.ndarray) -> np.ndarray:
+        """The prototypes of these people (indices); a person of one picture is that
+        picture, and a person without any is a zero vector."""
+        people = np.asarray(people, np.int64)
+        if self._prototypes is not None:
+            return self._prototypes[people]
+        starts, ends = self._starts[people], self._starts[people + 1]
+        out = np.zeros((len(people), self.dim), np.float32)
+        single = ends - starts == 1
+        out[single] = self.embeddings[starts[single]]
+        for i in np.flatnonzero(~single & (ends > starts)):
+            out[i] = self.embeddings[starts[i]:ends[i]].sum(0)
+        return normalise(out)
 
     def name_of(self, person_id: int) -> str | None:
         hits = np.flatnonzero(self.person_ids == person_id)
@@ -193,12 +207,25 @@ class Gallery:
                              f"the gallery has {self.dim}")
         return queries
 
+    def _candidates(self, queries: np.ndarray, k: int, mode: str,
+                    expansion: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) the people the index proposes (indices, -1 for none) and each one's
+        exact similarity (-inf for none)."""
+        keys, _ = self.search.search(queries, k, expansion)
+        candidates = _lookup(self.person_ids, self._person_order, keys)
+        sims = np.full(candidates.shape, -np.inf, np.float32)
+        for i in range(len(queries)):
+            found = candidates[i] >= 0
+            sims[i, found] = self._people_similarities(queries[i:i + 1], candidates[i][found],
+                                                       mode)[0]
+        return candidates, sims
+
     def _people_similarities(self, queries: np.ndarray, people: np.ndarray | None,
                              mode: str) -> np.ndarray:
         """(N, len(people)) similarity to each of these people (indices; None: all of
         them), exactly: a person without pictures is -1."""
         if mode == "mean":
-            prototypes = self.prototypes if people is None else self.prototypes[people]
+            prototypes = self.prototypes if people is None else self.prototypes_of(people)
             return queries @ prototypes.T
         if people is None:
             people, sims = np.arange(len(self.names)), queries @ self.embeddings.T
@@ -220,15 +247,20 @@ class Gallery:
         queries = self._queries(embeddings, mode)
         return self._people_similarities(queries, None, mode)
 
-    def match(self, embeddings: np.ndarray, mode: str = "best") -> Matches:
+    def match(self, embeddings: np.ndarray, mode: str = "best",
+              threshold: float | None = None) -> Matches:
         """Each face's most similar person and the best similarity to anyone else.
 
         Below ``exact_below`` people every person is compared; above, the people
         whose prototypes the index finds nearest (:data:`~mobileface.identity.search.TOP_K`)
         are, by all their pictures, so the threshold-and-margin rule sees the same
         similarities as an exact search whenever the right people are among them.
+        With ``threshold`` (the recognition threshold), a face whose best candidate
+        stays below it is searched again, wider
+        (:data:`~mobileface.identity.search.EXPANSION_WIDE`): the index's misses
+        would otherwise be unknown faces.
         """
-        from mobileface.identity.search import TOP_K
+        from mobileface.identity.search import EXPANSION_WIDE, TOP_K
 
         queries = self._queries(embeddings, mode)
         n = len(queries)
@@ -240,13 +272,14 @@ class Gallery:
             candidates = np.broadcast_to(np.arange(len(self.names)), (n, len(self.names)))
             sims = self._people_similarities(queries, None, mode)
         else:
-            keys, _ = self.search.search(queries, TOP_K)
-            candidates = _lookup(self.person_ids, self._person_order, keys)
-            sims = np.full(candidates.shape, -np.inf, np.float32)
-            for i in range(n):
-                found = candidates[i] >= 0
-                sims[i, found] = self._people_similarities(queries[i:i + 1],
-                                                           candidates[i][found], mode)[0]
+            candidates, sims = self._candidates(queries, TOP_K, mode)
+            if threshold is not None:
+                again = np.flatnonzero(sims.max(1) < threshold)
+                if len(again):
+                    wide, wide_sims = self._candidates(queries[again], TOP_K, mode,
+                                                       EXPANSION_WIDE)
+                    candidates, sims = candidates.copy(), sims.copy()
+                    candidates[again], sims[again] = wide, wide_sims
         rows = np.arange(n)
         first = np.argmax(sims, axis=1)
         person = np.take_along_axis(candidates, first[:, None], 1)[:, 0]

@@ -165,6 +165,7 @@ class CameraWorker:
 
         config = PipelineConfig(det_size=self.camera.det_size or 480,
                                 threshold=self.site.get("threshold"),
+                                enhance=self.camera.enhance or "auto",
                                 mode=RunningMode.STREAM if live else RunningMode.VIDEO)
         pipeline = FacePipeline.from_config(config)
         pipeline.tracker.first_id = self.restart * TRACK_ID_BLOCK + 1

@@ -11,19 +11,21 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mobileface.errors import MobileFaceError
 
 #: the site keys and what each must be
 SITE_KEYS = {"facebank": str, "mqtt": str, "output": str, "address": str, "prefix": str,
-             "status_every": (int, float), "threshold": (int, float), "shared_embedder": bool,
+             "status_every": (int, float), "threshold": (int, float), "enhance": str,
              "cameras": list}
 #: the keys of one [[cameras]] table
 CAMERA_KEYS = {"name": str, "source": (str, int), "det_size": int, "fps": (int, float),
                "roi": list, "record": bool, "events": bool, "crops": bool, "node": str,
-               "reconnect": int, "cpus": (int, float)}
+               "reconnect": int, "cpus": (int, float), "enhance": str}
+#: the low-light settings (mobileface.enhance)
+ENHANCE_MODES = ("off", "auto", "on")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -42,6 +44,8 @@ class CameraConfig:
     #: Ray CPUs the camera's actor reserves: 0 starts every camera whatever the cluster
     #: has (spread as well as Ray can); 1 gives each camera a core of its own
     cpus: float = 0.0
+    #: low-light enhancement before detection: off, auto (dark frames only) or on
+    enhance: str | None = None
 
     @property
     def is_file(self) -> bool:
@@ -60,8 +64,8 @@ class SiteConfig:
     prefix: str = "mobileface"
     status_every: float = 10.0
     threshold: float | None = None
-    shared_embedder: bool = False
-    extra: dict = field(default_factory=dict)
+    #: every camera's low-light setting unless it has its own
+    enhance: str = "auto"
 
 
 class ConfigError(MobileFaceError):
@@ -130,8 +134,7 @@ def load(path: str | Path) -> SiteConfig:
                       mqtt=data.get("mqtt"), output=Path(data.get("output", "site")),
                       address=data.get("address"), prefix=data.get("prefix", "mobileface"),
                       status_every=float(data.get("status_every", 10.0)),
-                      threshold=data.get("threshold"),
-                      shared_embedder=bool(data.get("shared_embedder", False)))
+                      threshold=data.get("threshold"), enhance=data.get("enhance", "auto"))
     # relative paths are the config file's: the service may be started from anywhere
     base = path.parent
     site.output = base / site.output
@@ -140,6 +143,11 @@ def load(path: str | Path) -> SiteConfig:
     for camera in cameras:
         if camera.is_file:
             camera.source = str(base / camera.source)
+    if site.enhance not in ENHANCE_MODES:
+        fail(f"enhance must be one of {', '.join(ENHANCE_MODES)}, got {site.enhance!r}",
+             "enhance")
+    for camera in cameras:
+        camera.enhance = camera.enhance or site.enhance
     if not math.isfinite(site.status_every) or site.status_every <= 0:
         fail(f"status_every must be a number of seconds > 0, got {site.status_every}",
              "status_every")
@@ -186,11 +194,14 @@ def _camera(table: dict, index: int, fail, seen: dict) -> CameraConfig:
                           fps=table.get("fps"), record=table.get("record", False),
                           events=table.get("events", True), crops=table.get("crops", True),
                           node=table.get("node"), reconnect=table.get("reconnect", 10),
-                          cpus=float(table.get("cpus", 0.0)))
+                          cpus=float(table.get("cpus", 0.0)), enhance=table.get("enhance"))
     if camera.det_size is not None and not 32 <= camera.det_size <= 4096:
         fail(f"{label}: det_size must be in [32, 4096], got {camera.det_size}", "det_size", index)
     if camera.fps is not None and not (math.isfinite(camera.fps) and camera.fps > 0):
         fail(f"{label}: fps must be a frame rate > 0, got {camera.fps}", "fps", index)
+    if camera.enhance is not None and camera.enhance not in ENHANCE_MODES:
+        fail(f"{label}: enhance must be one of {', '.join(ENHANCE_MODES)}, got "
+             f"{camera.enhance!r}", "enhance", index)
     if not (math.isfinite(camera.cpus) and 0 <= camera.cpus <= 256):
         fail(f"{label}: cpus must be in [0, 256], got {camera.cpus}", "cpus", index)
     if camera.reconnect < 0:

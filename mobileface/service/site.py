@@ -171,6 +171,9 @@ class Site:
                     log.info("camera %s: %s", name, _line(self.results[name]))
                     if self.results[name].get("error"):
                         failed += 1
+                    # an ended camera's actor goes, and gives back what it reserved (a
+                    # camera moved from a lost node may be waiting for it)
+                    ray.kill(self.actors[name], no_restart=True)
                 except ray.exceptions.ActorUnavailableError as exc:
                     # its node went away mid-call: Ray starts the actor again (elsewhere),
                     # and the run is asked of it again; the new worker continues the stream

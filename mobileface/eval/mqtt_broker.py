@@ -1,11 +1,11 @@
-"""A real Mosquitto broker for the MQTT tests, on 127.0.0.1 only, in a folder of its own.
+"""A real Mosquitto broker for the tests and benchmark/streams.py: 127.0.0.1 only, its own folder.
 
 :class:`Mosquitto` writes a config (one listener on 127.0.0.1 at a free port,
 anonymous clients, no persistence unless asked; optionally a second, TLS,
 listener with a self-signed certificate from :func:`self_signed`), starts
 ``mosquitto`` and waits until the ports answer; stop() ends it (SIGTERM),
 start() again restarts it on the same port, and leaving the ``with`` block
-always stops it. Tests skip, with the reason, when the binary is missing
+always stops it. The tests skip, with the reason, when the binary is missing
 (``.ci/run`` installs Debian's ``mosquitto``).
 """
 from __future__ import annotations
@@ -18,17 +18,18 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from mobileface.errors import MobileFaceError
 
 BINARY = "mosquitto"
 SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 
 def mosquitto_binary() -> str:
-    """The broker's path, or skip the test with the reason."""
+    """The broker's path (MobileFaceError with the reason when it is not installed)."""
     path = shutil.which(BINARY, path=SEARCH)
     if path is None:
-        pytest.skip("the mosquitto broker is not installed (Debian: apt-get install mosquitto)")
+        raise MobileFaceError("the mosquitto broker is not installed (Debian: apt-get install "
+                              "mosquitto)")
     return path
 
 
@@ -39,10 +40,10 @@ def free_port() -> int:
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (openssl; skip the test without it)."""
+    """A certificate for 127.0.0.1 and its key (openssl; MobileFaceError without it)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed (it makes the TLS test's certificate)")
+        raise MobileFaceError("openssl is not installed (it makes the TLS test's certificate)")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",

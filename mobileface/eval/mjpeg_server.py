@@ -1,4 +1,4 @@
-"""A local MJPEG-over-HTTP stream (what many IP cameras serve), for live-source tests.
+"""A local MJPEG-over-HTTP stream (what many IP cameras serve), for the tests and benchmarks.
 
 Each connection gets ``frames_per_connection`` JPEG frames and is then closed
 (the camera "drops"); after ``connections`` connections the server stops
