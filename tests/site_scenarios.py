@@ -195,7 +195,22 @@ def mqtt(work: Path) -> dict:
             "received": received, "stopped_at": stopped_at, "restarted_at": restarted_at}
 
 
+def shared(work: Path) -> dict:
+    """Two cameras whose embeddings one shared embedder actor makes."""
+    import ray
+
+    site, running = _site(work)
+    try:
+        code = running.wait()
+        status = running.status()
+        stats = running.embedder_stats()
+    finally:
+        ray.shutdown()
+    return {"code": code, "status": status, "embedder": stats}
+
+
 if __name__ == "__main__":
     name, folder = sys.argv[1], Path(sys.argv[2])
-    result = {"three": three, "kill": kill, "cluster": cluster, "mqtt": mqtt}[name](folder)
+    result = {"three": three, "kill": kill, "cluster": cluster, "mqtt": mqtt,
+              "shared": shared}[name](folder)
     (folder / "result.json").write_text(json.dumps(result, indent=2, default=str))

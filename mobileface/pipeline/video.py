@@ -140,10 +140,12 @@ class FacePipeline:
             self.set_facebank(facebank)
 
     @classmethod
-    def from_config(cls, config: PipelineConfig | None = None, facebank=None) -> "FacePipeline":
+    def from_config(cls, config: PipelineConfig | None = None, facebank=None,
+                    embedder=None) -> "FacePipeline":
         """The default parts for ``config``: its low-light enhancer and detector, landmarks,
         pose and quality on every frame, and attributes and the embedding per track (as the
-        config asks)."""
+        config asks). ``embedder``: a stage that embeds in place of the config's (the site
+        service's shared embedder, :class:`mobileface.service.shared_embed.RemoteEmbedder`)."""
         from mobileface.pipeline.image import build_stage, detector_from
         from mobileface.models.runtime import RuntimeConfig
 
@@ -155,7 +157,8 @@ class FacePipeline:
             names.append("attributes")
         if config.recognition:
             names.append("embed")
-        stages = [build_stage(name, runtime, config.embedder) for name in names]
+        stages = [embedder if name == "embed" and embedder is not None
+                  else build_stage(name, runtime, config.embedder) for name in names]
         # Our numpy 68-point predictor for every face count: dlib's is faster alone for
         # one to three faces but holds the GIL, which stalls the detector thread of the
         # runner (friends1.mp4: 63 fps with ours, 49 with dlib's, same points).

@@ -167,7 +167,14 @@ class CameraWorker:
                                 threshold=self.site.get("threshold"),
                                 enhance=self.camera.enhance or "auto",
                                 mode=RunningMode.STREAM if live else RunningMode.VIDEO)
-        pipeline = FacePipeline.from_config(config)
+        embedder = None
+        if self.site.get("shared_embedder"):
+            import ray
+
+            from mobileface.service.shared_embed import RemoteEmbedder
+
+            embedder = RemoteEmbedder(ray.get_actor("embedder", namespace="mobileface"))
+        pipeline = FacePipeline.from_config(config, embedder=embedder)
         pipeline.tracker.first_id = self.restart * TRACK_ID_BLOCK + 1
         pipeline.tracker.reset()
         facebank = self.site.get("facebank")

@@ -19,7 +19,7 @@ from mobileface.errors import MobileFaceError
 #: the site keys and what each must be
 SITE_KEYS = {"facebank": str, "mqtt": str, "output": str, "address": str, "prefix": str,
              "status_every": (int, float), "threshold": (int, float), "enhance": str,
-             "cameras": list}
+             "shared_embedder": bool, "cameras": list}
 #: the keys of one [[cameras]] table
 CAMERA_KEYS = {"name": str, "source": (str, int), "det_size": int, "fps": (int, float),
                "roi": list, "record": bool, "events": bool, "crops": bool, "node": str,
@@ -66,6 +66,8 @@ class SiteConfig:
     threshold: float | None = None
     #: every camera's low-light setting unless it has its own
     enhance: str = "auto"
+    #: one embedder actor for every camera, batching their faces (see shared_embed)
+    shared_embedder: bool = False
 
 
 class ConfigError(MobileFaceError):
@@ -134,7 +136,8 @@ def load(path: str | Path) -> SiteConfig:
                       mqtt=data.get("mqtt"), output=Path(data.get("output", "site")),
                       address=data.get("address"), prefix=data.get("prefix", "mobileface"),
                       status_every=float(data.get("status_every", 10.0)),
-                      threshold=data.get("threshold"), enhance=data.get("enhance", "auto"))
+                      threshold=data.get("threshold"), enhance=data.get("enhance", "auto"),
+                      shared_embedder=data.get("shared_embedder", False))
     # relative paths are the config file's: the service may be started from anywhere
     base = path.parent
     site.output = base / site.output

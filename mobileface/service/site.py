@@ -128,6 +128,13 @@ class Site:
                   "run_id": self.run_id}
         Actor = actor_class()
         self.actors, self.runs, self.results, self.retries = {}, {}, {}, {}
+        self.embedder = None
+        if config.shared_embedder:
+            from mobileface.service.shared_embed import service_class
+
+            self.embedder = service_class().options(name="embedder",
+                                                    namespace=NAMESPACE).remote()
+            shared["shared_embedder"] = True
         for camera in config.cameras:
             options = {"name": f"camera:{camera.name}", "namespace": NAMESPACE,
                        "num_cpus": camera.cpus}
@@ -201,13 +208,26 @@ class Site:
         self.results[name] = {"camera": name, "state": "failed", "error": reason}
         log.error("camera %s failed: %s", name, reason)
 
+    def embedder_stats(self) -> dict | None:
+        """The shared embedder's batches (None without one, or when it does not answer)."""
+        if self.embedder is None:
+            return None
+        try:
+            return self._ray.get(self.embedder.stats.remote(), timeout=5)
+        except Exception:
+            return None
+
     def report(self) -> None:
         status = self.status()
         for entry in status:
             log.info("camera %s: %s", entry["camera"], _line(entry))
+        shared = self.embedder_stats()
+        if shared is not None:
+            log.info("shared embedder: %s", shared)
         if self.publish_stats is not None:
             self.publish_stats({"run_id": self.run_id, "time": time.time(),
-                                "cameras": {e["camera"]: e for e in status}})
+                                "cameras": {e["camera"]: e for e in status},
+                                "embedder": shared})
 
     def stop(self) -> None:
         """Ask every camera to finish; their outputs are finalised before wait() returns."""

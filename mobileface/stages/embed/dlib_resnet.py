@@ -86,14 +86,23 @@ class DlibEmbedder(Stage):
                              f"{inputs[0].shape} to {outputs[0].shape}; dlib's ResNet maps "
                              f"N x 3 x {CHIP_SIZE} x {CHIP_SIZE} to N x {EMBEDDING_SIZE}")
 
+    @staticmethod
+    def chips(image: np.ndarray, faces: Faces) -> np.ndarray:
+        """The aligned faces this network takes (N, 150, 150, 3), from the 68 points."""
+        return dlib_chips(image, faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
+
     def process(self, image: np.ndarray, faces: Faces) -> None:
-        chips = dlib_chips(image, faces.landmarks68, CHIP_SIZE, CHIP_PADDING)
+        faces.embedding = self.embed_chips(self.chips(image, faces))
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 128) float32 descriptors of aligned faces made by :meth:`chips` (from any
+        number of frames and cameras at once: the shared embedder batches them)."""
         out = self.session.run(None, {INPUT_NAME: dlib_net_blob(chips)})[0]
         out = finite_output(out, f"embedder {self.model_id}")
         if out.shape != (len(chips), EMBEDDING_SIZE):
             raise ModelError(f"embedder {self.model_id}: the model gave shape {out.shape} for "
                              f"{len(chips)} face(s), expected ({len(chips)}, {EMBEDDING_SIZE})")
-        faces.embedding = np.ascontiguousarray(out, dtype=np.float32)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
     def fill_empty(self, faces: Faces) -> None:
         faces.embedding = np.zeros((0, EMBEDDING_SIZE), np.float32)
