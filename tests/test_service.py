@@ -288,3 +288,30 @@ def test_a_shared_embedder_serves_both_cameras_with_the_local_results(tmp_path, 
         assert any(e["identity"] == NAME for e in served)
         for s, l in zip(served, local):
             assert s["similarity"] == pytest.approx(l["similarity"], abs=1e-3)
+
+
+def test_a_camera_that_cannot_be_opened_is_retried_and_reported(tmp_path):
+    """Without Ray: the camera's worker keeps trying a stream that does not answer, says
+    so in its status, and stops when asked (the others of a site are their own actors)."""
+    import threading
+    import time
+
+    from mobileface.eval.mqtt_broker import free_port
+    from mobileface.service.camera import CameraWorker
+    from mobileface.service.config import CameraConfig
+
+    camera = CameraConfig(name="gone", source=f"http://127.0.0.1:{free_port()}/stream.mjpg",
+                          reconnect=0)
+    worker = CameraWorker(camera, {"output": str(tmp_path), "run_id": "t"})
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(worker.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while worker.open_failures < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = worker.status()
+    assert status["state"] == "retrying" and status["open_failures"] >= 2
+    assert "127.0.0.1" in status["error"]
+    worker.stop()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and done["state"] == "stopped"
