@@ -122,7 +122,9 @@ def cluster(work: Path) -> dict:
         site, running = _site(work, nodes.address)
         _wait(lambda: all((_progress(site.output, c).get("frame") or 0) >= 5 for c in "ab"),
               "both cameras' frames")
-        placed = {s["camera"]: s["node"] for s in running.status()}
+        now = running.status()
+        placed = {s["camera"]: s["node"] for s in now}
+        ended_before = {s["camera"]: s["state"] == "ended" for s in now}
         lost = [c for c, node in placed.items() if node == second.node_id]
         nodes.remove_node(second, allow_graceful=False)
         code = running.wait()
@@ -131,7 +133,7 @@ def cluster(work: Path) -> dict:
     finally:
         nodes.shutdown()
     return {"code": code, "placed": placed, "second": second.node_id, "lost": lost,
-            "status": status}
+            "status": status, "ended_before": ended_before}
 
 
 def mqtt(work: Path) -> dict:

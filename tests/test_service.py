@@ -216,15 +216,18 @@ def test_a_killed_camera_is_started_again_and_the_other_goes_on(tmp_path, site_i
 
 @needs_namespace
 def test_on_two_nodes_cameras_spread_and_move_when_a_node_dies(tmp_path, site_inputs):
-    # a core each, on nodes of one core: one camera per node; the moved one waits for it
-    work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "a.mp4"\ncpus = 1\n'
-                 '[[cameras]]\nname = "b"\nsource = "b.mp4"\ncpus = 1\n')
+    # a core each, on nodes of one core: one camera per node; the moved one waits for it.
+    # Long clips, so that both are still running when the node goes.
+    work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "long.mp4"\n'
+                 'cpus = 1\n[[cameras]]\nname = "b"\nsource = "long.mp4"\ncpus = 1\n')
     result = _scenario("cluster", work)
     assert len(set(result["placed"].values())) == 2          # one camera per node
     assert len(result["lost"]) == 1
+    assert not any(result["ended_before"].values())     # both were mid-run
     status = {s["camera"]: s for s in result["status"]}
     moved = status[result["lost"][0]]
     assert moved["state"] == "ended" and moved["node"] != result["second"]
+    assert moved["restart"] >= 1
     assert result["code"] == 0
 
 
