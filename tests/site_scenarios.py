@@ -31,6 +31,17 @@ def _progress(folder: Path, camera: str) -> dict:
         return {}
 
 
+def _frames(path: Path) -> list:
+    """Every frame of a clip (what the MJPEG camera serves)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
 def _wait(condition, what: str, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -44,13 +55,7 @@ def three(work: Path) -> dict:
     ended and the camera served its frames: every output is finalised."""
     from mobileface.eval.mjpeg_server import MjpegServer
 
-    capture = cv2.VideoCapture(str(work / "a.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = _frames(work / "a.mp4")
     # the clip three times over, at 20 fps, then the camera is gone
     server = MjpegServer(frames, frames_per_connection=3 * len(frames), connections=1,
                          interval=0.05).__enter__()
@@ -145,13 +150,7 @@ def mqtt(work: Path) -> dict:
     from mobileface.eval.mjpeg_server import MjpegServer
     from mobileface.eval.mqtt_broker import Mosquitto
 
-    capture = cv2.VideoCapture(str(work / "a.mp4"))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = _frames(work / "a.mp4")
     received = []
     broker = Mosquitto(work / "broker").start()
     subscriber = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="scenario-sub")

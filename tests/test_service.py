@@ -162,26 +162,32 @@ def _events(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _alone(work, camera: str) -> list[dict]:
+    """The events of the camera's clip run alone through infer_on_video."""
+    from scripts import load_script
+
+    alone = work / f"alone-{camera}.jsonl"
+    infer = load_script("apps/infer_on_video.py")
+    assert infer.main(["-q", "--no-progress", "-f", str(work / f"{camera}.mp4"), "--events",
+                       str(alone), "--facebank", str(work / "facebank")]) == 0
+    return _events(alone)
+
+
 def _comparable(event: dict) -> dict:
     return {k: v for k, v in event.items() if k not in ("best_shot", "source")}
 
 
 @needs_namespace
 def test_three_cameras_give_the_events_of_three_separate_runs(tmp_path, site_inputs):
-    from scripts import load_script
-
     work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "a.mp4"\n'
                  '[[cameras]]\nname = "b"\nsource = "b.mp4"\n'
                  '[[cameras]]\nname = "live"\nsource = "MJPEG_URL"\nreconnect = 0\n')
     result = _scenario("three", work)
     assert result["returncode"] == 128 + 15, result["stderr"]     # stopped by SIGTERM
-    infer = load_script("apps/infer_on_video.py")
     for camera in ("a", "b"):
-        alone = tmp_path / f"alone-{camera}.jsonl"
-        assert infer.main(["-q", "--no-progress", "-f", str(work / f"{camera}.mp4"), "--events",
-                           str(alone), "--facebank", str(work / "facebank")]) == 0
+        alone = _alone(work, camera)
         served = _events(work / "site" / camera / "events.jsonl")
-        assert [_comparable(e) for e in served] == [_comparable(e) for e in _events(alone)]
+        assert [_comparable(e) for e in served] == [_comparable(e) for e in alone]
         assert any(e["identity"] == NAME for e in served)
         assert all(os.path.exists(e["best_shot"]) for e in served if e["best_shot"])
     live = _events(work / "site" / "live" / "events.jsonl")    # finalised at SIGTERM
@@ -269,8 +275,6 @@ def test_events_over_mqtt_resume_after_the_broker_restarts(tmp_path, site_inputs
 
 @needs_namespace
 def test_a_shared_embedder_serves_both_cameras_with_the_local_results(tmp_path, site_inputs):
-    from scripts import load_script
-
     work = _work(tmp_path, site_inputs, '[[cameras]]\nname = "a"\nsource = "a.mp4"\n'
                  '[[cameras]]\nname = "b"\nsource = "b.mp4"\n')
     config = work / "site.toml"
@@ -279,13 +283,9 @@ def test_a_shared_embedder_serves_both_cameras_with_the_local_results(tmp_path, 
     assert result["code"] == 0
     stats = result["embedder"]
     assert stats["chips"] > 0 and 1 <= stats["batches"] <= stats["chips"]
-    infer = load_script("apps/infer_on_video.py")
     for camera in ("a", "b"):
-        alone = tmp_path / f"alone-{camera}.jsonl"
-        assert infer.main(["-q", "--no-progress", "-f", str(work / f"{camera}.mp4"), "--events",
-                           str(alone), "--facebank", str(work / "facebank")]) == 0
         served = _events(work / "site" / camera / "events.jsonl")
-        local = _events(alone)
+        local = _alone(work, camera)
         assert [(e["track_id"], e["identity"]) for e in served] == \
             [(e["track_id"], e["identity"]) for e in local]
         assert any(e["identity"] == NAME for e in served)

@@ -142,6 +142,11 @@ class VideoRunner:
             log.debug("%s failed", what, exc_info=True)
             self._fail(f"{what} failed: {type(exc).__name__}: {exc}")
 
+    def queued(self) -> int:
+        """Frames read, or detected, or analysed, that wait for the next step now."""
+        return sum(getattr(q, "qsize", lambda: 0)() for q in
+                   (self._frames, self._detected, self._results))
+
     def _dropped(self) -> int:
         """Live sources: frames replaced, by newer ones, before their analysis."""
         return sum(getattr(q, "replaced", 0) for q in (self._frames, self._detected))

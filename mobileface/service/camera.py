@@ -286,10 +286,7 @@ class CameraWorker:
     def status(self) -> dict:
         """fps, dropped frames, queue depth, tracks, last error and node, for the site."""
         stats, runner = self.stats, self._runner
-        queue = 0
-        if runner is not None:
-            queue = sum(getattr(q, "qsize", lambda: 0)() for q in
-                        (runner._frames, runner._detected, runner._results))
+        queue = runner.queued() if runner is not None else 0
         live_tracks = len(runner.pipeline.states) if runner is not None else 0
         return {"camera": self.camera.name, "state": self.state, "node": self.node,
                 "restart": self.restart, "fps": round(stats.fps, 2) if stats else 0.0,

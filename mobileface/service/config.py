@@ -154,9 +154,13 @@ def load(path: str | Path) -> SiteConfig:
     if not math.isfinite(site.status_every) or site.status_every <= 0:
         fail(f"status_every must be a number of seconds > 0, got {site.status_every}",
              "status_every")
-    if site.mqtt is not None and not site.mqtt.startswith(("mqtt://", "mqtts://")):
-        fail(f"mqtt must be a broker URL such as mqtt://127.0.0.1:1883, got {site.mqtt!r}",
-             "mqtt")
+    if site.mqtt is not None:
+        from mobileface.outputs.mqtt import MqttError, parse_url
+
+        try:
+            parse_url(site.mqtt)
+        except MqttError as exc:
+            fail(f"mqtt must be a broker URL such as mqtt://127.0.0.1:1883 ({exc})", "mqtt")
     if not re.match(r"^[A-Za-z0-9_/-]+$", site.prefix) or site.prefix.endswith("/"):
         fail(f"prefix must be an MQTT topic prefix without wildcards, got {site.prefix!r}",
              "prefix")
