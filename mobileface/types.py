@@ -81,6 +81,12 @@ class Faces:
     timestamp: float | None = None
     timings: dict[str, float] = field(default_factory=dict, repr=False)
     enhancement: Enhancement | None = field(default=None, repr=False)
+    #: how this frame's rows were found: "detector", or "tracks" (re-found from the last
+    #: frame's tracks on a frame the detector skipped, see mobileface.track.refind), or
+    #: "pending" (the detector skipped the frame and the re-finding has not run yet)
+    found_by: str = "detector"
+    #: the frame follows a scene cut (see mobileface.track.scene_cut)
+    scene_cut: bool = False
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -113,7 +119,8 @@ class Faces:
         return Faces(self.boxes[index], self.scores[index], **columns,
                      extra={k: v[index] for k, v in self.extra.items()},
                      frame_index=self.frame_index, timestamp=self.timestamp, timings=self.timings,
-                     enhancement=self.enhancement)
+                     enhancement=self.enhancement, found_by=self.found_by,
+                     scene_cut=self.scene_cut)
 
     def __eq__(self, other: object) -> bool:
         """Same rows in every column (NaN equals NaN), same frame; timings are not compared."""
@@ -130,7 +137,8 @@ class Faces:
     def concat(cls, parts: "list[Faces]") -> "Faces":
         """The rows of ``parts`` one after the other; a column some parts lack is padded
         (NaN for numbers, -1 for track ids, False for ``predicted``, "" for names).
-        Frame index, timestamp, timings and enhancement are the first part's."""
+        Frame index, timestamp, timings, enhancement, found_by and scene_cut are the
+        first part's."""
         if not parts:
             return cls.empty()
         first = parts[0]
@@ -143,7 +151,8 @@ class Faces:
                  for k in sorted(names)}
         return cls(**columns, extra=extra, frame_index=first.frame_index,
                    timestamp=first.timestamp, timings=first.timings,
-                   enhancement=first.enhancement)
+                   enhancement=first.enhancement, found_by=first.found_by,
+                   scene_cut=first.scene_cut)
 
     @property
     def areas(self) -> np.ndarray:

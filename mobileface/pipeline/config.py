@@ -6,6 +6,7 @@ from enum import Enum
 
 from mobileface.enhance import check_mode
 from mobileface.identity.gallery import MATCH_MODES
+from mobileface.track.refind import DETECT_EVERY, MAX_ERROR
 
 
 class RunningMode(Enum):
@@ -89,6 +90,13 @@ class PipelineConfig:
     facebank_poll: float = 0.25
     #: thumbnail difference that counts as a scene cut (0: never cut)
     scene_cut: float = 20.0
+    #: the detector runs at least on every this many frames; in between, tracked faces
+    #: are re-found from their 68 points (1: detect on every frame; see
+    #: mobileface.track.refind)
+    detect_every: int = DETECT_EVERY
+    #: ... and on the next frame too when a re-found face moved by more than this share
+    #: of its size away from its forecast
+    refind_error: float = MAX_ERROR
 
     def __post_init__(self) -> None:
         self.mode = RunningMode.parse(self.mode)
@@ -97,9 +105,11 @@ class PipelineConfig:
             raise ValueError(f"match_mode must be one of {MATCH_MODES}, got {self.match_mode!r}")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        if not self.refind_error > 0:
+            raise ValueError(f"refind_error must be > 0, got {self.refind_error}")
         if not 0.0 <= self.margin < 2.0:
             raise ValueError(f"margin must be in [0, 2), got {self.margin}")
         for name in ("recheck_frames", "reappear_frames", "max_per_frame", "vote_window", "hysteresis",
-                     "confirm_votes", "attribute_samples", "best_shot_size"):
+                     "confirm_votes", "attribute_samples", "best_shot_size", "detect_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -5,6 +5,11 @@ quality). A scene cut (edited video) ends every track, so that a face of the
 next shot never inherits the name of a face that stood at the same place
 (:class:`~mobileface.track.scene_cut.SceneCutDetector`).
 
+The detector runs on every ``detect_every``-th frame, on scene cuts and when
+faces move unpredictably; on the other frames the faces of the tracks are
+re-found from their 68 points (:mod:`mobileface.track.refind`), which the
+frame computes anyway.
+
 Per track, not per frame: the per-track stages (``Stage.per_track``: the
 embedding and the attributes, with the alignment they do) run for a track's
 face only when
@@ -50,6 +55,7 @@ from mobileface.io.image import to_bgr8
 from mobileface.pipeline.config import PipelineConfig, RunningMode
 from mobileface.stages.base import Stage, order_stages, run_stages
 from mobileface.track.memory import MemoryLimits, TrackState, TrackSummary, crop_best_shot
+from mobileface.track.refind import DetectionSchedule, Refinder
 from mobileface.track.scene_cut import SceneCutDetector
 from mobileface.track.sort import SortTracker
 from mobileface.types import Faces
@@ -127,6 +133,15 @@ class FacePipeline:
                              "(cosine_threshold in its spec): give one (-th/--threshold)")
         self.tracker = tracker if tracker is not None else self._default_tracker()
         self.cuts = SceneCutDetector(config.scene_cut)
+        self.schedule = DetectionSchedule(config.detect_every)
+        #: re-finds tracked faces on the frames the detector skips (None: detect on every
+        #: frame, as with detect_every=1 or without a stage that fits the 68 points, and
+        #: nothing else, from boxes alone)
+        self.refinder = None
+        points = next((s for s in self.frame_stages if tuple(s.provides) == ("landmarks68",)
+                       and set(s.requires) <= {"boxes"}), None)
+        if config.detect_every > 1 and points is not None:
+            self.refinder = Refinder(points, config.refind_error)
         self.limits = MemoryLimits(config.attribute_samples, config.vote_window,
                                    config.hysteresis, config.confirm_votes)
         self.gallery = GalleryFollower(self.model_id, config.facebank_poll)
@@ -247,6 +262,9 @@ class FacePipeline:
         """Start a new session: ids restart, every track is forgotten (nothing is reported)."""
         self.tracker.reset()
         self.cuts.reset()
+        self.schedule.reset()
+        if self.refinder is not None:
+            self.refinder.reset()
         if self.enhancer is not None:
             self.enhancer.reset()
         self.states.clear()
@@ -254,30 +272,52 @@ class FacePipeline:
         self._last_timestamp = None
 
     def detect(self, frame: np.ndarray) -> Faces:
-        """The low-light step and the detector, their times recorded in the result's timings;
+        """The scene-cut check, the low-light step and the detector (on the frames the
+        schedule gives it), their times recorded in the result's timings;
         ``faces.enhancement`` says what the low-light step did and holds the image the
-        detector saw, for :meth:`process`.
+        detector saw, for :meth:`process`. On a frame the detector skips, the result has
+        no rows and ``found_by="pending"``: :meth:`process` re-finds the tracked faces.
 
         :meth:`process` calls it unless it is given the detections; a runner
         may call it from another thread (one thread at a time, the frames in
-        order: auto enhancement follows the stream) to overlap the detection of
-        a frame with the analysis of the frame before.
+        order: auto enhancement, cuts and the schedule follow the stream) to
+        overlap the detection of a frame with the analysis of the frame before.
         """
         frame = to_bgr8(frame, "frame")
+        cut = self.cuts(frame)     # the frame as read: enhancement switching on is no cut
+        full = self.schedule.periodic(cut) or self.refinder is None
         enhancement = None
         if self.enhancer is not None:
             start = time.perf_counter()
             enhancement = self.enhancer(frame)
             enhance_seconds = time.perf_counter() - start
             frame = enhancement.image
-        start = time.perf_counter()
-        faces = self.detector.detect(frame)
-        faces.timings["detect"] = time.perf_counter() - start
+        faces = self._run_detector(frame) if full else Faces.empty()
+        faces.found_by = "detector" if full else "pending"
+        faces.scene_cut = cut
         if enhancement is not None:
             faces.enhancement = enhancement
             if enhancement.mode != "off":
                 faces.timings["enhance"] = enhance_seconds
         return faces
+
+    def _run_detector(self, image: np.ndarray) -> Faces:
+        start = time.perf_counter()
+        faces = self.detector.detect(image)
+        faces.timings["detect"] = faces.timings.get("detect", 0.0) + time.perf_counter() - start
+        return faces
+
+    def _find(self, image: np.ndarray, faces: Faces) -> Faces:
+        """This frame's faces when the detector skipped it: the detector after all when the
+        last re-finding asked for it, else the tracks re-found."""
+        if self.schedule.urgent:
+            found = self._run_detector(image)
+            found.timings.update(faces.timings)
+            found.enhancement, found.scene_cut = faces.enhancement, faces.scene_cut
+            self.schedule.urgent = False
+            return found
+        found, self.schedule.urgent = self.refinder.refind(image, self.tracker, faces)
+        return found
 
     def _stamp(self, timestamp: float | None, frame_index: int) -> float:
         """The frame's timestamp, checked against the running mode."""
@@ -313,14 +353,23 @@ class FacePipeline:
         enhancement = faces.enhancement
         image = frame if enhancement is None else enhancement.image
 
-        mark = time.perf_counter()
-        if self.cuts(frame):       # the frame as read: enhancement switching on is no cut
+        if faces.scene_cut:
             self.tracker.cut()
+        if faces.found_by == "pending":
+            faces = self._find(image, faces)
+            faces.frame_index, faces.timestamp = frame_index, timestamp
+        elif self.refinder is not None:
+            self.schedule.urgent = False
+        mark = time.perf_counter()
         tracked = self.tracker.update(faces, timestamp)
         faces = tracked[~tracked.predicted]
         missed = tracked[tracked.predicted]
         faces.timings["track"] = time.perf_counter() - mark
-        run_stages(self.frame_stages, image, faces)
+        # re-found faces have their 68 points already (the re-finding fitted them)
+        run_stages([s for s in self.frame_stages
+                    if not all(faces.column(c) is not None for c in s.provides)], image, faces)
+        if self.refinder is not None and self.refinder.observe(faces, self.tracker.keys, missed):
+            self.schedule.urgent = True
 
         mark = time.perf_counter()
         if self.gallery.poll():

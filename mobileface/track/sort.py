@@ -55,7 +55,7 @@ def _x_to_box(x: np.ndarray) -> np.ndarray:
 class _Track:
     """One face's Kalman filter and counters (SORT's KalmanBoxTracker)."""
 
-    def __init__(self, box: np.ndarray):
+    def __init__(self, box: np.ndarray, key: int = 0):
         from filterpy.kalman import KalmanFilter
 
         kf = KalmanFilter(dim_x=7, dim_z=4)
@@ -69,6 +69,7 @@ class _Track:
         kf.Q[4:, 4:] *= 0.01
         kf.x[:4] = _box_to_z(box)
         self.kf = kf
+        self.key = key         # the tracker's own serial number, from the track's first frame
         self.id = 0            # 0 until confirmed
         self.hits = 1          # consecutive frames with a detection
         self.misses = 0        # frames since the last detection
@@ -84,6 +85,13 @@ class _Track:
         self.misses += 1
         self.box = _x_to_box(self.kf.x)
         return self.box
+
+    def forecast(self) -> np.ndarray:
+        """The box that :meth:`predict` will give for the next frame (nothing changes)."""
+        x = self.kf.x.copy()
+        if x[2, 0] + x[6, 0] <= 0:
+            x[6, 0] = 0.0
+        return _x_to_box(self.kf.F @ x)
 
     def update(self, box: np.ndarray) -> None:
         self.misses = 0
@@ -149,12 +157,24 @@ class SortTracker:
         self._frames = 0
         self._now = 0.0
         self._pending_finished: list[int] = []
+        self._next_key = 1
         #: ids that ended during the last update and will never come back
         self.finished: list[int] = []
+        #: after an update: for each detection row, the key of the track it belongs to
+        #: (keys number every track, confirmed or not, and are never reused in a session)
+        self.keys = np.zeros(0, np.int64)
 
     @property
     def live_ids(self) -> list[int]:
         return [t.id for t in self._tracks if t.id]
+
+    def forecast(self) -> tuple[np.ndarray, np.ndarray]:
+        """The confirmed tracks detected in the last frame: their keys (as in :attr:`keys`)
+        and their boxes predicted for the next frame, (K, 4) float32. Nothing changes: the
+        next :meth:`update` predicts the same boxes."""
+        seen = [t for t in self._tracks if t.misses == 0 and t.id]
+        boxes = np.array([t.forecast() for t in seen], np.float32).reshape(-1, 4)
+        return np.array([t.key for t in seen], np.int64), boxes
 
     def update(self, faces: Faces, timestamp: float | None = None) -> Faces:
         """Advance one frame with its detections; returns them with ``track_id`` and
@@ -185,8 +205,14 @@ class SortTracker:
             matched_det[ti] = di
         unmatched = np.setdiff1d(np.arange(len(boxes)), pairs[:, 1] if len(pairs) else [])
         for di in unmatched:
-            self._tracks.append(_Track(boxes[di]))
+            self._tracks.append(_Track(boxes[di], self._next_key))
+            self._next_key += 1
             matched_det = np.append(matched_det, di)
+        keys = np.zeros(len(boxes), np.int64)
+        for track, di in zip(self._tracks, matched_det):
+            if di >= 0:
+                keys[di] = track.key
+        self.keys = keys
 
         ids = np.full(len(faces), -1, np.int64)
         missed = []
