@@ -194,3 +194,25 @@ def test_a_scene_cut_ends_every_track():
     assert _ids(tracks) == []  # the new face is not confirmed yet
     tracks = _update(tracker, _walk(3)[:1], timestamp=5)
     assert tracks.track_id.tolist() == [3]
+
+
+def test_the_assignment_is_the_optimal_one_that_scipy_finds():
+    """Our Hungarian method (no scipy import in the first frames) against scipy's, on
+    random matrices with and without ties and with empty rows or columns."""
+    from scipy.optimize import linear_sum_assignment as scipy_assignment
+
+    from mobileface.track.assignment import linear_sum_assignment
+
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        n, m = rng.integers(0, 9, 2)
+        cost = rng.random((n, m))
+        if trial % 2:
+            cost = np.round(cost * 4) / 4          # ties: the total must still be optimal
+        rows, cols = linear_sum_assignment(cost)
+        ref_rows, ref_cols = scipy_assignment(cost)
+        assert len(rows) == min(n, m) and len(set(cols.tolist())) == len(cols)
+        assert list(rows) == sorted(rows)
+        assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum(), abs=1e-9)
+        if not trial % 2:                           # no ties: the very same pairs
+            assert (rows == ref_rows).all() and (cols == ref_cols).all()

@@ -5,7 +5,7 @@ state is ``[x, y, s, r, vx, vy, vs]``: box centre, area, aspect ratio (held
 constant) and the velocities of the first three; the filter is filterpy's
 :class:`KalmanFilter` with SORT's noise settings. Each frame, every track is
 predicted, predictions and detections are paired by the assignment that
-maximises the total IoU (scipy's ``linear_sum_assignment``), and pairs below
+maximises the total IoU (:mod:`mobileface.track.assignment`), and pairs below
 ``iou_threshold`` are rejected.
 
 Differences from the reference sort.py, on purpose:
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mobileface.detect.boxes import iou_matrix
+from mobileface.track.assignment import linear_sum_assignment
 from mobileface.types import Faces
 from mobileface.vectors import normalise
 
@@ -265,8 +266,6 @@ class SortTracker:
         """(K, 2) pairs (track row, detection row) with IoU above the threshold."""
         if len(predictions) == 0 or len(boxes) == 0:
             return np.zeros((0, 2), np.int64)
-        from scipy.optimize import linear_sum_assignment
-
         iou = iou_matrix(predictions, boxes)
         rows, cols = linear_sum_assignment(-iou)
         good = iou[rows, cols] >= max(self.iou_threshold, 1e-6)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 
 from mobileface.models import registry
-from mobileface.stages.landmarks.ert import load_shape_predictor
+from mobileface.stages.landmarks.ert import cached_shape_predictor
 from mobileface.stages.base import Stage
 from mobileface.types import Faces
 
@@ -55,13 +55,20 @@ class Landmarks68(Stage):
     provides = ("landmarks68",)
 
     def __init__(self, model: str = "dlib_shape_predictor_68", batch_from: int = BATCH_FROM):
-        import dlib
-
-        path = registry.verified_path(model)
-        self._dlib = dlib
-        self.dlib_predictor = dlib.shape_predictor(str(path))
-        self.batched_predictor = load_shape_predictor(path)
+        self.model = model
+        self.batched_predictor = cached_shape_predictor(model)
         self.batch_from = batch_from
+        self._dlib_predictor = None
+
+    @property
+    def dlib_predictor(self):
+        """dlib's own predictor of the same file, loaded when first needed (about 0.9 s;
+        the video pipeline never needs it: it runs ours for every face count)."""
+        if self._dlib_predictor is None:
+            import dlib
+
+            self._dlib_predictor = dlib.shape_predictor(str(registry.verified_path(self.model)))
+        return self._dlib_predictor
 
     def process(self, image: np.ndarray, faces: Faces) -> None:
         # dlib reads pixel intensity as the mean of the three channels, so BGR
@@ -71,10 +78,13 @@ class Landmarks68(Stage):
         if len(boxes) >= self.batch_from:
             faces.landmarks68 = self.batched_predictor.predict(image, boxes)
             return
+        import dlib
+
+        predictor = self.dlib_predictor
         out = np.empty((len(boxes), 68, 2), np.float32)
         for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
-            rect = self._dlib.rectangle(int(x1), int(y1), int(x2), int(y2))
-            out[i] = [(p.x, p.y) for p in self.dlib_predictor(image, rect).parts()]
+            rect = dlib.rectangle(int(x1), int(y1), int(x2), int(y2))
+            out[i] = [(p.x, p.y) for p in predictor(image, rect).parts()]
         faces.landmarks68 = out
 
     def fill_empty(self, faces: Faces) -> None:

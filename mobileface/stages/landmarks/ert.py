@@ -48,6 +48,9 @@ matrices), anchor_idx (per level, per pixel) and deltas (per level, per pixel,
 an (x, y) pair of floats). Parsing is vectorised: every leaf matrix header
 is found with one regex scan, the float positions inside all leaf matrices are
 followed in lockstep and decoded at once (about 1.5 s for the 99 MB file).
+:func:`cached_shape_predictor` keeps the decoded arrays in the model cache
+(plain ``.npz``, no pickle, with a sha256 record like the converted models),
+so that later processes load them in a few tens of milliseconds.
 
 Speed (2-core CPU, benchmark/landmarks_ert.py): batched over 8 faces about
 1.3-1.5 ms per face against dlib's 2.4-2.5 ms; a single face costs about 4.4 ms
@@ -57,12 +60,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import io
+import logging
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from mobileface.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+#: bumped whenever the cached arrays change meaning, so that older caches are redone
+ARRAYS_VERSION = 1
 
 _SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
 
@@ -353,6 +363,42 @@ def load_shape_predictor(path: str | Path) -> "ShapePredictor":
         return ShapePredictor(_parse(data))
     except (_Corrupt, ValueError, IndexError, OverflowError) as exc:
         raise ModelError(f"shape predictor {path} is truncated or corrupt: {exc}") from None
+
+
+def cached_shape_predictor(name: str = "dlib_shape_predictor_68") -> "ShapePredictor":
+    """The registry's shape predictor ``name`` (its sha256 checked), from the decoded arrays
+    in the model cache; the first call decodes the .dat file and writes them.
+
+    The arrays file is checked against its sha256 record on every call: one damaged
+    or replaced is decoded again, never used. A cache that cannot be written only costs
+    the decoding next time.
+    """
+    from mobileface.models import registry
+
+    source = registry.verified_path(name)
+    digest = registry.get_spec(name).sha256          # what verified_path just checked
+    cache = registry.cache_dir()
+    target = cache / f"{name}-{digest[:16]}.npz"
+    facts = {"source_sha256": digest, "arrays": ARRAYS_VERSION}
+    state = registry.check_cached(target, **facts)
+    if state == "ok":
+        try:
+            with np.load(target, allow_pickle=False) as arrays:
+                return ShapePredictor(_Model(**{f.name: arrays[f.name] for f in fields(_Model)}))
+        except (OSError, ValueError, KeyError) as exc:
+            state = f"unreadable ({exc})"
+    if state != "missing":
+        log.warning("the cached arrays %s cannot be trusted (%s); decoding %s again",
+                    target, state, source.name)
+    predictor = load_shape_predictor(source)
+    buffer = io.BytesIO()
+    np.savez(buffer, **asdict(predictor._model))
+    try:
+        registry.write_cached(buffer.getvalue(), target, **facts)
+    except OSError as exc:
+        log.warning("cannot keep the decoded shape predictor in %s (%s)", cache,
+                    exc.strerror or exc)
+    return predictor
 
 
 # ----------------------------------------------------------------------------
