@@ -308,15 +308,16 @@ class FacePipeline:
         return faces
 
     def _find(self, image: np.ndarray, faces: Faces) -> Faces:
-        """This frame's faces when the detector skipped it: the detector after all when the
-        last re-finding asked for it, else the tracks re-found."""
-        if self.schedule.urgent:
-            found = self._run_detector(image)
-            found.timings.update(faces.timings)
-            found.enhancement, found.scene_cut = faces.enhancement, faces.scene_cut
-            self.schedule.urgent = False
-            return found
-        found, self.schedule.urgent = self.refinder.refind(image, self.tracker, faces)
+        """This frame's faces when the detector skipped it: the tracks re-found, or the
+        detector after all when the last frame asked for it or a face was lost."""
+        if not self.schedule.urgent:
+            found, self.schedule.urgent = self.refinder.refind(image, self.tracker, faces)
+            if found is not None:
+                return found
+        found = self._run_detector(image)
+        found.timings.update(faces.timings)
+        found.enhancement, found.scene_cut = faces.enhancement, faces.scene_cut
+        self.schedule.urgent = False
         return found
 
     def _stamp(self, timestamp: float | None, frame_index: int) -> float:
@@ -368,7 +369,8 @@ class FacePipeline:
         # re-found faces have their 68 points already (the re-finding fitted them)
         run_stages([s for s in self.frame_stages
                     if not all(faces.column(c) is not None for c in s.provides)], image, faces)
-        if self.refinder is not None and self.refinder.observe(faces, self.tracker.keys, missed):
+        if self.refinder is not None and self.refinder.observe(image, faces, self.tracker.keys,
+                                                               missed):
             self.schedule.urgent = True
 
         mark = time.perf_counter()
