@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -96,6 +96,7 @@ class ViewFrame:
     captured_at: float = 0.0            # time.perf_counter() when it was read (captured)
     #: live: time.perf_counter() after which it is too old to show; None: always shown
     show_until: float | None = None
+    marks: dict = field(default_factory=dict)   # the runner's steps (Frame.marks)
 
     def too_late(self, now: float | None = None) -> bool:
         return self.show_until is not None and \
@@ -157,7 +158,7 @@ class _ViewSink(Sink):
         item = ViewFrame(thread.run_id, frame.index, frame.timestamp,
                          frame.image if result.image is None else result.image,
                          to_qimage(view), result, frame.read_at,
-                         None if limit is None else frame.read_at + limit)
+                         None if limit is None else frame.read_at + limit, frame.marks)
         if thread.mailbox.put(item):
             thread.frameReady.emit()
         self._ended(result)

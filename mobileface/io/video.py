@@ -82,11 +82,6 @@ class Frame:
     #: ("detect", "detected", "analyse", "analysed", "write"), for latency breakdowns
     marks: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def age(self) -> float:
-        """Seconds since it was read (captured, for a live source)."""
-        return time.perf_counter() - self.read_at
-
 
 class VideoSource:
     """Frames from a video file, a camera index or a stream URL, opened at once.

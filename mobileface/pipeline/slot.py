@@ -38,6 +38,11 @@ class LatestSlot:
             self._cond.notify_all()
             return empty
 
+    def qsize(self) -> int:
+        """1 when an item waits, else 0 (as queue.Queue's, for counting what waits)."""
+        with self._cond:
+            return int(self._item is not _NOTHING)
+
     def take(self):
         """The item, or None when the slot is empty (does not wait)."""
         with self._cond:
