@@ -355,3 +355,17 @@ def test_each_frame_carries_when_each_step_took_it_and_the_latency_is_reported()
     marks.clear()
     VideoRunner(FakeSource(5, live=True), parts.pipeline, [Marks()], detect_thread=False).run()
     assert marks and all("detect" not in m and m["analyse"] <= m["write"] for _, m in marks)
+
+
+def test_a_live_detector_detects_only_frames_the_analysis_takes():
+    # the analysis (30 ms) is slower than the stream (3 ms) and the detector: a detector
+    # running ahead would detect frames only to see newer ones replace them
+    parts = fake_pipeline(lambda i: [(box_at(100), "ada")], mode="stream",
+                          frame_stage=FakeFrameStage(delay=0.03))
+    source = FakeSource(150, live=True, interval=0.003)
+    sink = RecordingSink()
+    stats = VideoRunner(source, parts.pipeline, [sink]).run()
+    assert stats.error is None and stats.dropped > 0 and stats.frames > 3
+    # each detection was analysed (the last may have come as the stream ended)
+    assert len(parts.detector.calls) <= stats.frames + 1
+    assert sink.indices == sorted(set(sink.indices))

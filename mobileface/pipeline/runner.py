@@ -19,7 +19,11 @@ events file keeps it. Each frame's ``marks`` say when each step took it.
 The inference loop is itself split in two threads (``detect_thread``, on by
 default): one runs the detector on frame t+1 while the other analyses frame
 t (onnxruntime, OpenCV and most of numpy release the GIL, so on two cores the
-detector's convolutions overlap the landmarks, pose and per-track work).
+detector's convolutions overlap the landmarks, pose and per-track work). From
+a live source the detector starts on the newest frame just in time: once the
+analysis has taken the frame before, and as long after as the analysis takes
+less a detection (both estimated from the last frames), so that its frame does
+not wait for the analysis nor get replaced by a newer one, wasting the cores.
 
 Whatever ends the run (the end of the file, an error in any thread, a camera
 that does not come back, Ctrl-C, :meth:`VideoRunner.stop`), the tracks still
@@ -49,6 +53,11 @@ from mobileface.track.memory import TrackSummary
 log = logging.getLogger(__name__)
 
 _END = object()
+#: live, detector thread: start detecting this long before the analysis is expected to be
+#: free (the estimates vary from frame to frame; the analysis waiting costs frames per second)
+JUST_IN_TIME_MARGIN = 0.003
+#: weight of the newest frame in the running estimates of detection and analysis times
+ESTIMATE_WEIGHT = 0.2
 
 #: what a user, a terminal or a service manager sends to end a process (SIGHUP is POSIX only)
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -122,6 +131,9 @@ class VideoRunner:
         # analysed is dropped here).
         self._results: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
         self._errors: list[str] = []
+        #: running estimates (seconds) of a detection and an analysis, for the live detector
+        self._detect_time = 0.0
+        self._analyse_time = 0.0
 
     def stop(self) -> None:
         """Ask the run to end soon (from any thread); it still finalises its outputs."""
@@ -219,16 +231,31 @@ class VideoRunner:
         try:
             with self._failures("detection"):
                 while True:
+                    if self.source.live and not self._wait_for_the_analysis():
+                        break
                     frame = self._get(self._frames, reader)
                     if frame is _END or self._stop.is_set():
                         break
                     frame.marks["detect"] = time.perf_counter()
                     faces = self.pipeline.detect(frame.image)
                     frame.marks["detected"] = time.perf_counter()
+                    self._detect_time = _estimate(self._detect_time, frame.marks["detected"]
+                                                  - frame.marks["detect"])
                     if not self._put(self._detected, (frame, faces)):
                         break
         finally:
             self._put(self._detected, _END)
+
+    def _wait_for_the_analysis(self) -> bool:
+        """Live: wait until the analysis has taken the detected frame, then until it is
+        expected to want the next one (less a detection); False when the run stops."""
+        while not self._detected.wait_empty(0.1):
+            if self._stop.is_set():
+                return False
+        lead = self._analyse_time - self._detect_time - JUST_IN_TIME_MARGIN
+        if lead > 0 and self._stop.wait(lead):
+            return False
+        return not self._stop.is_set()
 
     def _write_loop(self) -> None:
         failed = False
@@ -339,6 +366,8 @@ class VideoRunner:
                 return
             frame, result = item
             frame.marks["analysed"] = time.perf_counter()
+            self._analyse_time = _estimate(self._analyse_time, frame.marks["analysed"]
+                                           - frame.marks["analyse"])
             self._count(result)
             stats.frames += 1
             if self.on_result is not None:
@@ -361,6 +390,11 @@ class VideoRunner:
             self.stats.tracks += 1
             if summary.identity:
                 self.stats.identities[summary.identity] += 1
+
+
+def _estimate(previous: float, seconds: float) -> float:
+    """A running estimate (exponentially weighted), the first value as it is."""
+    return seconds if previous <= 0 else previous + ESTIMATE_WEIGHT * (seconds - previous)
 
 
 @contextmanager
