@@ -30,7 +30,8 @@ Each source feeds two paths, one after the other, ``--seconds`` in all:
   frames older than ``--max-latency`` itself (RunRequest.max_latency, 0.1 s by
   default), in the writer thread and again in the window.
 
-The first second of each run is not counted (warm-up). Prints one table of
+The first second of each run (from the first frame shown) is not counted
+(warm-up); the viewer's models are loaded before its runs. Prints one table of
 latencies (p50, p95, max of the frames shown; how many were shown, dropped
 before the analysis (by the camera, or replaced in the runner's slots), too
 late to show, and shown although older than 100 ms), one of where the time goes
@@ -202,7 +203,7 @@ class StampedServer:
 class Record:
     """Per frame that reached the display or sink: its steps' times and whether shown."""
 
-    start: float                      # when the run began
+    start: float | None = None        # when the first frame shown was read
     latencies: list[float] = field(default_factory=list)
     steps: dict[str, list[float]] = field(default_factory=dict)
     shown: int = 0
@@ -215,6 +216,8 @@ class Record:
         """A frame shown (counted from the start; measured after the warm-up)."""
         self.shown += 1
         self.shown_over_limit += marks["shown"] - marks["captured"] > SHOWN_LIMIT
+        if self.start is None:
+            self.start = marks["read"]
         if marks["read"] - self.start < WARM_UP:
             return
         self.latencies.append(marks["shown"] - marks["captured"])
@@ -275,7 +278,7 @@ class DisplaySink(Sink):
 def headless(pipeline: FacePipeline, frames, source_kind: str, seconds: float,
              max_latency: float | None) -> dict:
     pipeline.reset()
-    record = Record(time.perf_counter())
+    record = Record()
     if source_kind == "camera":
         source = PacedCamera(frames, seconds)
         runner = VideoRunner(source, pipeline, [DisplaySink(record, None)],
@@ -285,7 +288,6 @@ def headless(pipeline: FacePipeline, frames, source_kind: str, seconds: float,
     else:
         with StampedServer(frames, seconds) as server:
             source = VideoSource(server.url, reconnect_attempts=1, reconnect_delay=0.1)
-            record.start = time.perf_counter()
             runner = VideoRunner(source, pipeline, [DisplaySink(record, server)],
                                  max_latency=max_latency)
             timer = threading.Timer(seconds, runner.stop)
@@ -308,7 +310,7 @@ def viewer(app, window, frames, source_kind: str, seconds: float, facebank: Path
 
     from mobileface.gui.worker import RunRequest, RunThread
 
-    record = Record(time.perf_counter())
+    record = Record()
     server = StampedServer(frames, seconds) if source_kind == "mjpeg" else None
     camera = PacedCamera(frames, seconds) if server is None else None
     display = window._frame_ready
@@ -341,7 +343,6 @@ def viewer(app, window, frames, source_kind: str, seconds: float, facebank: Path
         thread.frameReady.connect(shown)
         thread.failed.connect(lambda text: log.warning("viewer %s: %s", source_kind, text))
         thread.ended.connect(lambda run, s: stats.append(s))
-        record.start = time.perf_counter()
         thread.start()
         loop = QEventLoop()
         thread.finished.connect(loop.quit)
@@ -428,11 +429,17 @@ def _viewer_runs(names, frames, seconds: float, facebank: Path, tmp: Path,
 
     from mobileface.gui.window import MainWindow
 
+    from mobileface.gui.worker import RunRequest
+
     app = QApplication.instance() or QApplication(["latency"])
     window = MainWindow(tmp / "viewer.json", facebank)
     window.resize(1280, 800)
     window.show()
-    app.processEvents()
+    window.holder.pipeline(RunRequest(source=0))     # its models loaded before the runs
+    settle = time.monotonic() + 2.0                  # the facebank panel filled meanwhile
+    while time.monotonic() < settle:
+        app.processEvents()
+        time.sleep(0.02)
     try:
         return {name: viewer(app, window, frames, name.split("_")[1], seconds, facebank,
                              max_latency) for name in names}
