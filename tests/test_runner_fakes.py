@@ -245,3 +245,127 @@ def test_pause_holds_a_file_run_and_resume_goes_on_from_the_same_frame():
     assert seen["read"] <= 11 + 3 * 4 + 2          # the reader waits too (bounded queues)
     assert not runner.paused
     assert stats.frames == 30 and sink.indices == list(range(30)) and stats.dropped == 0
+
+
+# -- 19. live latency: late frames, queues of one, per-step marks ---------------------------
+
+
+class SlowEvery(FakeFrameStage):
+    """Sleeps ``delay`` on the frames ``slow(index)`` picks, none on the others."""
+
+    def __init__(self, slow, delay: float):
+        super().__init__()
+        self.slow, self.slow_delay = slow, delay
+
+    def process(self, image, faces):
+        if self.slow(faces.frame_index):
+            time.sleep(self.slow_delay)
+        super().process(image, faces)
+
+
+class DisplaySink(RecordingSink):
+    """A display: frames that come late are not shown (their ended tracks still count)."""
+
+    def __init__(self):
+        super().__init__()
+        self.late: list[int] = []
+        self.ages: dict[int, float] = {}       # age when the runner handed it over
+
+    def write(self, frame, result):
+        self.ages[frame.index] = frame.marks["write"] - frame.read_at
+        super().write(frame, result)
+
+    def write_late(self, frame, result):
+        self.ages[frame.index] = frame.marks["write"] - frame.read_at
+        self.late.append(frame.index)
+        self.finished += result.finished
+
+
+def test_a_live_frame_older_than_max_latency_is_not_shown_and_is_counted():
+    # every third frame takes 0.2 s to analyse: it reaches the writer late, surely
+    stage = SlowEvery(lambda i: i % 3 == 0, 0.2)
+    parts = fake_pipeline(lambda i: [(box_at(100), "ada")], mode="stream", frame_stage=stage)
+    display, recording = DisplaySink(), RecordingSink()
+    source = FakeSource(40, live=True, interval=0.01)
+    stats = VideoRunner(source, parts.pipeline, [display, recording], max_latency=0.1).run()
+    assert stats.error is None
+    slow = [i for i in stage.calls if i % 3 == 0]
+    assert slow and set(slow) <= set(display.late)
+    assert stats.late == len(display.late) and not set(display.late) & set(display.indices)
+    # what was shown was younger than the limit when handed over; what was not, older
+    assert all(display.ages[i] <= 0.1 for i in display.indices)
+    assert all(display.ages[i] > 0.1 for i in display.late)
+    # a sink without write_late of its own (a recording, events) still gets every frame
+    assert recording.indices == sorted(display.indices + display.late)
+    assert stats.frames == len(recording.indices)
+
+
+def test_a_file_ignores_max_latency_every_frame_is_written_in_order():
+    stage = SlowEvery(lambda i: i % 5 == 0, 0.15)
+    parts = _file_parts(frame_stage=stage)
+    display = DisplaySink()
+    stats = VideoRunner(FakeSource(30), parts.pipeline, [display], max_latency=0.01).run()
+    assert stats.error is None and stats.late == 0 and stats.dropped == 0
+    assert display.indices == list(range(30)) and display.late == []
+
+
+def test_max_latency_must_be_positive():
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_latency"):
+            VideoRunner(FakeSource(3, live=True), _file_parts().pipeline, max_latency=bad)
+
+
+def test_a_slow_live_sink_makes_the_steps_before_it_drop_frames_not_queue_them():
+    parts = fake_pipeline(lambda i: [(box_at(100), "ada")], mode="stream")
+    source = FakeSource(200, live=True, interval=0.002)
+    runner = None
+    waiting = []
+
+    class Slow(RecordingSink):
+        def write(self, frame, result):
+            waiting.append(runner.queued())     # frames read, detected or analysed, waiting
+            time.sleep(0.02)
+            super().write(frame, result)
+
+    sink = Slow()
+    runner = VideoRunner(source, parts.pipeline, [sink], queue_size=8)
+    stats = runner.run()
+    assert stats.error is None and stats.dropped > 0
+    # one frame at most in each of the reader's slot, the detector's and the writer queue
+    assert waiting and max(waiting) <= 3
+    assert sink.indices == sorted(set(sink.indices))
+
+
+def test_each_frame_carries_when_each_step_took_it_and_the_latency_is_reported():
+    parts = fake_pipeline(lambda i: [(box_at(100), "ada")], mode="stream")
+    source = FakeSource(30, live=True, interval=0.005)
+    marks = []
+
+    class Marks(RecordingSink):
+        def write(self, frame, result):
+            marks.append((frame.read_at, dict(frame.marks)))
+
+    stats = VideoRunner(source, parts.pipeline, [Marks()]).run()
+    assert stats.error is None and marks
+    for read_at, m in marks:
+        assert read_at <= m["detect"] <= m["detected"] <= m["analyse"] <= m["analysed"] \
+            <= m["write"]
+    assert stats.last_latency == pytest.approx(marks[-1][1]["write"] - marks[-1][0])
+    # without the detector thread the analysis detects itself: no detector marks
+    marks.clear()
+    VideoRunner(FakeSource(5, live=True), parts.pipeline, [Marks()], detect_thread=False).run()
+    assert marks and all("detect" not in m and m["analyse"] <= m["write"] for _, m in marks)
+
+
+def test_a_live_detector_detects_only_frames_the_analysis_takes():
+    # the analysis (30 ms) is slower than the stream (3 ms) and the detector: a detector
+    # running ahead would detect frames only to see newer ones replace them
+    parts = fake_pipeline(lambda i: [(box_at(100), "ada")], mode="stream",
+                          frame_stage=FakeFrameStage(delay=0.03))
+    source = FakeSource(150, live=True, interval=0.003)
+    sink = RecordingSink()
+    stats = VideoRunner(source, parts.pipeline, [sink]).run()
+    assert stats.error is None and stats.dropped > 0 and stats.frames > 3
+    # each detection was analysed (the last may have come as the stream ended)
+    assert len(parts.detector.calls) <= stats.frames + 1
+    assert sink.indices == sorted(set(sink.indices))

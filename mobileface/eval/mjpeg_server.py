@@ -3,6 +3,13 @@
 Each connection gets ``frames_per_connection`` JPEG frames and is then closed
 (the camera "drops"); after ``connections`` connections the server stops
 answering (the camera is gone).
+
+By default each frame is followed by a pause of ``interval`` seconds; with
+``realtime`` frame k of a connection goes out ``k * interval`` seconds after
+its first (a camera's clock: the rate does not drift with the time writing
+takes). ``on_send(n)``, if given, is called just before frame ``n`` of the
+stream (counted over all connections; it shows ``frames[n % len(frames)]``)
+is written: a latency benchmark takes it as the frame's capture time.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import http.server
 import socketserver
 import threading
 import time
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -17,11 +25,14 @@ import numpy as np
 
 class MjpegServer:
     def __init__(self, frames: list[np.ndarray], frames_per_connection: int, connections: int,
-                 interval: float = 0.02):
+                 interval: float = 0.02, realtime: bool = False,
+                 on_send: Callable[[int], None] | None = None):
         self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
         self.frames_per_connection = frames_per_connection
         self.connections = connections
         self.interval = interval
+        self.realtime = realtime
+        self.on_send = on_send
         self.served = 0
         self._lock = threading.Lock()
         server = self
@@ -38,12 +49,19 @@ class MjpegServer:
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
                 start = number * server.frames_per_connection
+                began = time.perf_counter()
                 try:
                     for k in range(server.frames_per_connection):
                         jpeg = server.jpegs[(start + k) % len(server.jpegs)]
+                        if server.on_send is not None:
+                            server.on_send(start + k)
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
                                          b"Content-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
-                        time.sleep(server.interval)
+                        if server.realtime:
+                            time.sleep(max(0.0, began + (k + 1) * server.interval
+                                           - time.perf_counter()))
+                        else:
+                            time.sleep(server.interval)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ class MainWindow(QMainWindow):
         self.threads: list[RunThread] = []     # ended ones wait here until they are finished
         self.run_id = 0
         self.latest = None                      # the ViewFrame on screen
+        #: seconds from the capture of the frame on screen to its display (live sources)
+        self.shown_latency: float | None = None
+        #: this run's frames that came to the window too late to be shown (max_latency)
+        self.late_frames = 0
         self.people: list = []
         self.errors: list[str] = []             # every error shown, oldest first
         self.last_stats = None
@@ -457,6 +462,7 @@ class MainWindow(QMainWindow):
         self._pending = None
         self.run_id += 1
         self.mailbox.take()
+        self.shown_latency, self.late_frames = None, 0
         request = RunRequest(source=parse_source(text), begin=begin, duration=duration,
                              detector=self.detector_box.currentText(),
                              det_size=int(self.det_size_box.currentText()),
@@ -538,10 +544,14 @@ class MainWindow(QMainWindow):
             self._start_pending()
 
     def _show_progress(self, progress: Progress) -> None:
-        text = (f"{progress.fps:5.1f} fps   latency {1000 * progress.latency:4.0f} ms   "
+        # live: from capture to the screen, as measured here; files: to the writer
+        latency = progress.latency if self.shown_latency is None else self.shown_latency
+        text = (f"{progress.fps:5.1f} fps   latency {1000 * latency:4.0f} ms   "
                 f"analysis {1000 * progress.analysis:4.0f} ms   frames {progress.frames}")
         if progress.dropped:
             text += f"   dropped {progress.dropped}"
+        if progress.late + self.late_frames:
+            text += f"   too late {progress.late + self.late_frames}"
         if self.thread is not None and self.thread.paused:
             text += "   (paused)"
         self.stats_label.setText(text)
@@ -550,6 +560,12 @@ class MainWindow(QMainWindow):
         item = self.mailbox.take()
         if item is None or item.run != self.run_id:
             return
+        now = time.perf_counter()
+        if item.too_late(now):          # live: older than max_latency by now
+            self.late_frames += 1
+            return
+        if item.show_until is not None:
+            self.shown_latency = now - item.captured_at
         self.latest = item
         self.video.set_frame(item.view, self._selected_box())
         self.track_table.show_faces(item.result.faces)

@@ -8,6 +8,10 @@ or :meth:`RunThread.stop` is called. The window is never blocked:
   mailbox (:class:`~mobileface.pipeline.slot.LatestSlot`); the window is signalled only when the
   mailbox was empty, and takes whatever is newest when it gets to it, so
   frames never pile up in the UI thread (the newest frame wins);
+* from a live source, a frame older than ``RunRequest.max_latency`` (from its
+  capture) is not shown: the writer does not draw one that reaches it late,
+  and the window drops one that is late by the time it gets to it
+  (:attr:`ViewFrame.show_until`); both are counted;
 * changes the window asks for (threshold, facebank reloaded, low-light mode)
   are stored here and applied by the inference thread between two frames, the
   only thread that may touch the pipeline's tracks; the overlays and whether
@@ -19,8 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
@@ -45,6 +50,8 @@ PROGRESS_EVERY = 0.5
 OPEN_TIMEOUT = 5.0
 #: frames read ahead of the analysis (files): few, so that what is shown is recent
 QUEUE_SIZE = 2
+#: live sources: seconds from capture after which a frame is no longer shown
+MAX_LATENCY = 0.1
 
 
 def to_qimage(bgr: np.ndarray) -> QImage:
@@ -72,6 +79,8 @@ class RunRequest:
     #: show the enhanced frame (where enhancement was applied) instead of the frame as read
     show_enhanced: bool = False
     reconnect_attempts: int = 5
+    #: live sources: frames older than this (seconds from capture) are not shown; None: all
+    max_latency: float | None = MAX_LATENCY
 
 
 @dataclass
@@ -84,15 +93,24 @@ class ViewFrame:
     image: np.ndarray       # the frame as analysed (BGR, enhanced where it was), for enrolment
     view: QImage            # annotated
     result: FrameResult
+    captured_at: float = 0.0            # time.perf_counter() when it was read (captured)
+    #: live: time.perf_counter() after which it is too old to show; None: always shown
+    show_until: float | None = None
+    marks: dict = field(default_factory=dict)   # the runner's steps (Frame.marks)
+
+    def too_late(self, now: float | None = None) -> bool:
+        return self.show_until is not None and \
+            (time.perf_counter() if now is None else now) > self.show_until
 
 
 @dataclass
 class Progress:
     fps: float              # frames analysed per second, over the last second or so
-    latency: float          # seconds from reading the last frame to the end of its analysis
+    latency: float          # seconds from reading (capturing) the last frame to its sinks
     analysis: float         # seconds the pipeline spent on the last frame
     frames: int
     dropped: int            # live sources: frames replaced before they were analysed
+    late: int = 0           # live sources: frames analysed too late to be shown (max_latency)
 
 
 class PipelineHolder:
@@ -136,13 +154,22 @@ class _ViewSink(Sink):
         thread = self.thread
         view = thread.overlay.annotate(shown_image(frame, result, thread.show_enhanced).copy(),
                                        result.faces)
+        limit = thread.max_latency
         item = ViewFrame(thread.run_id, frame.index, frame.timestamp,
                          frame.image if result.image is None else result.image,
-                         to_qimage(view), result)
+                         to_qimage(view), result, frame.read_at,
+                         None if limit is None else frame.read_at + limit, frame.marks)
         if thread.mailbox.put(item):
             thread.frameReady.emit()
+        self._ended(result)
+
+    def write_late(self, frame: Frame, result: FrameResult) -> None:
+        """Too old to show (the runner counts it): not drawn; its ended tracks still go."""
+        self._ended(result)
+
+    def _ended(self, result: FrameResult) -> None:
         if result.finished:
-            thread.tracks.emit(thread.run_id, list(result.finished), True)
+            self.thread.tracks.emit(self.thread.run_id, list(result.finished), True)
 
     def finish(self, summaries) -> None:
         if summaries:
@@ -160,7 +187,10 @@ class RunThread(QThread):
     ended = pyqtSignal(int, object)           # run id, RunStats (None: it never ran)
 
     def __init__(self, run_id: int, request: RunRequest, holder: PipelineHolder,
-                 mailbox: LatestSlot, overlay: OverlayOptions, parent=None):
+                 mailbox: LatestSlot, overlay: OverlayOptions, parent=None,
+                 open_source: Callable[[RunRequest], VideoSource] | None = None):
+        """open_source(request): the source to run on (default: a VideoSource of
+        ``request.source``); a benchmark or a test gives its own live stand-in."""
         super().__init__(parent)
         self.run_id = run_id
         self.request = request
@@ -182,6 +212,9 @@ class RunThread(QThread):
         self._next_live = 0.0
         self._next_progress = 0.0
         self._live = False
+        self._open_source = open_source or _open_source
+        #: live sources: the limit the writer and the window apply (None for files)
+        self.max_latency: float | None = None
 
     # -- asked by the window (any thread) --------------------------------------------
 
@@ -237,9 +270,7 @@ class RunThread(QThread):
     def _run(self) -> RunStats | None:
         request = self.request
         self.status.emit(f"opening {self.label}…")
-        source = VideoSource(request.source, begin=request.begin, duration=request.duration,
-                             reconnect_attempts=request.reconnect_attempts,
-                             open_timeout=OPEN_TIMEOUT)
+        source = self._open_source(request)
         try:
             self.status.emit("loading the models…")
             pipeline = self.holder.pipeline(request)
@@ -254,9 +285,10 @@ class RunThread(QThread):
             source.close()
             raise
         self._live = source.live
+        self.max_latency = request.max_latency if source.live else None
         runner = VideoRunner(source, pipeline, [_ViewSink(self)], queue_size=QUEUE_SIZE,
                              on_result=self._on_result, on_progress=self._on_progress,
-                             progress_every=PROGRESS_EVERY)
+                             progress_every=PROGRESS_EVERY, max_latency=self.max_latency)
         with self._lock:
             if self._stopping:
                 source.close()
@@ -320,4 +352,9 @@ class RunThread(QThread):
         fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
             times[-1] > times[0] else 0.0
         self.progress.emit(Progress(fps, stats.last_latency, self._analysis, stats.frames,
-                                    stats.dropped))
+                                    stats.dropped, stats.late))
+
+
+def _open_source(request: RunRequest) -> VideoSource:
+    return VideoSource(request.source, begin=request.begin, duration=request.duration,
+                       reconnect_attempts=request.reconnect_attempts, open_timeout=OPEN_TIMEOUT)

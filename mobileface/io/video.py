@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -74,7 +74,13 @@ class Frame:
     index: int          # position in the source (files: the frame number in the file)
     timestamp: float    # seconds: video time for files, since the start for live sources
     image: np.ndarray   # BGR uint8
-    read_at: float = 0.0  # time.perf_counter() when it was read (for latency)
+    #: time.perf_counter() when the reader got it: for a live source its capture time, as
+    #: near as the reader can tell (the read returns as the frame arrives); latency counts
+    #: from here
+    read_at: float = 0.0
+    #: time.perf_counter() when each step of a runner took it or was done with it
+    #: ("detect", "detected", "analyse", "analysed", "write"), for latency breakdowns
+    marks: dict[str, float] = field(default_factory=dict)
 
 
 class VideoSource:
@@ -272,13 +278,14 @@ class VideoSource:
                                     "file)", self.label, self._read, self.total_frames)
                     return None
                 image = self._reconnect()
+        read_at = time.perf_counter()
         index = self._read
         self._read += 1
         if self.live:
             timestamp = time.monotonic() - self._start
         else:
             timestamp = index / self.fps
-        return Frame(index, timestamp, image, time.perf_counter())
+        return Frame(index, timestamp, image, read_at)
 
     def _ended_early(self) -> bool:
         """Whether a file stopped decoding before its header's last frame.

@@ -28,6 +28,13 @@ class Sink:
     def write(self, frame: Frame, result: FrameResult) -> None:
         """One processed frame (``result.finished`` lists the tracks that just ended)."""
 
+    def write_late(self, frame: Frame, result: FrameResult) -> None:
+        """A live frame that reached the writer later than the runner's ``max_latency``:
+        written as any other here (a recording or an events file keeps every frame); a
+        display overrides this to drop it, passing ``result.finished`` on all the same.
+        Optional: the runner calls ``write`` for a sink without it."""
+        self.write(frame, result)
+
     def finish(self, summaries: list[TrackSummary]) -> None:
         """The end of the stream: the tracks that were still going."""
 

@@ -7,10 +7,23 @@ inference loop has not taken yet and counts it as dropped. The writer thread
 hands each processed frame to the sinks (annotated video, events file, a GUI)
 so that drawing and encoding never hold up inference.
 
+Live latency (from a frame's capture, :attr:`Frame.read_at`, to the moment it is
+handed to the sinks) is kept low by construction: every step holds at most one
+frame waiting (the reader's and the detector's newest-frame slots, a writer queue
+of one), so a slow step makes the step before it drop frames, never queue them.
+With ``max_latency``, a live frame that still reaches the writer later than that
+is counted as late and handed to each sink's ``write_late`` (see
+:class:`~mobileface.outputs.sinks.Sink`): a display drops it, a recording or an
+events file keeps it. Each frame's ``marks`` say when each step took it.
+
 The inference loop is itself split in two threads (``detect_thread``, on by
 default): one runs the detector on frame t+1 while the other analyses frame
 t (onnxruntime, OpenCV and most of numpy release the GIL, so on two cores the
-detector's convolutions overlap the landmarks, pose and per-track work).
+detector's convolutions overlap the landmarks, pose and per-track work). From
+a live source the detector starts on the newest frame just in time: once the
+analysis has taken the frame before, and as long after as the analysis takes
+less a detection (both estimated from the last frames), so that its frame does
+not wait for the analysis nor get replaced by a newer one, wasting the cores.
 
 Whatever ends the run (the end of the file, an error in any thread, a camera
 that does not come back, Ctrl-C, :meth:`VideoRunner.stop`), the tracks still
@@ -40,6 +53,11 @@ from mobileface.track.memory import TrackSummary
 log = logging.getLogger(__name__)
 
 _END = object()
+#: live, detector thread: start detecting this long before the analysis is expected to be
+#: free (the estimates vary from frame to frame; the analysis waiting costs frames per second)
+JUST_IN_TIME_MARGIN = 0.003
+#: weight of the newest frame in the running estimates of detection and analysis times
+ESTIMATE_WEIGHT = 0.2
 
 #: what a user, a terminal or a service manager sends to end a process (SIGHUP is POSIX only)
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -60,7 +78,8 @@ class RunStats:
     outputs_saved: bool = False  # every sink closed without an error: the outputs are whole
     reconnects: int = 0
     truncated: bool = False
-    last_latency: float = 0.0   # seconds from reading a frame to the end of its analysis
+    last_latency: float = 0.0   # seconds from reading (capturing) a frame to its sinks
+    late: int = 0               # live sources: frames that reached the sinks after max_latency
 
     @property
     def fps(self) -> float:
@@ -73,15 +92,23 @@ class VideoRunner:
     on_progress(stats) is called from the inference loop about every
     ``progress_every`` seconds; on_result(frame, result) for every processed
     frame, also from the inference loop (keep it quick).
+
+    max_latency: live sources only, seconds: a processed frame older than this when
+    the writer hands it over goes to each sink's ``write_late`` instead of ``write``
+    (a display drops it) and is counted in ``stats.late``. None: every frame is
+    written. Files ignore it: every frame is written, in order.
     """
 
     def __init__(self, source: VideoSource, pipeline: FacePipeline, sinks=(),
                  queue_size: int = 8, on_progress: Callable[[RunStats], None] | None = None,
                  progress_every: float = 0.5,
                  on_result: Callable[[Frame, FrameResult], None] | None = None,
-                 detect_thread: bool = True):
+                 detect_thread: bool = True, max_latency: float | None = None):
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
+        if max_latency is not None and not max_latency > 0:
+            raise ValueError(f"max_latency must be a number of seconds > 0, got {max_latency}")
+        self.max_latency = max_latency if source.live else None
         self.source = source
         self.pipeline = pipeline
         self.sinks = list(sinks)
@@ -98,8 +125,15 @@ class VideoRunner:
         # Live: the newest detected frame waits there too, so that the analysis never takes
         # a frame the detector held while newer ones came in.
         self._detected = LatestSlot(final=_END) if source.live else queue.Queue(maxsize=queue_size)
-        self._results: queue.Queue = queue.Queue(maxsize=queue_size)
+        # Live: one analysed frame at most waits for the writer; when the sinks are slower
+        # than the analysis, the analysis waits and the slots before it drop frames, so no
+        # frame queues behind the sinks (their per-frame events are all kept: nothing
+        # analysed is dropped here).
+        self._results: queue.Queue = queue.Queue(maxsize=1 if source.live else queue_size)
         self._errors: list[str] = []
+        #: running estimates (seconds) of a detection and an analysis, for the live detector
+        self._detect_time = 0.0
+        self._analyse_time = 0.0
 
     def stop(self) -> None:
         """Ask the run to end soon (from any thread); it still finalises its outputs."""
@@ -197,14 +231,31 @@ class VideoRunner:
         try:
             with self._failures("detection"):
                 while True:
+                    if self.source.live and not self._wait_for_the_analysis():
+                        break
                     frame = self._get(self._frames, reader)
                     if frame is _END or self._stop.is_set():
                         break
+                    frame.marks["detect"] = time.perf_counter()
                     faces = self.pipeline.detect(frame.image)
+                    frame.marks["detected"] = time.perf_counter()
+                    self._detect_time = _estimate(self._detect_time, frame.marks["detected"]
+                                                  - frame.marks["detect"])
                     if not self._put(self._detected, (frame, faces)):
                         break
         finally:
             self._put(self._detected, _END)
+
+    def _wait_for_the_analysis(self) -> bool:
+        """Live: wait until the analysis has taken the detected frame, then until it is
+        expected to want the next one (less a detection); False when the run stops."""
+        while not self._detected.wait_empty(0.1):
+            if self._stop.is_set():
+                return False
+        lead = self._analyse_time - self._detect_time - JUST_IN_TIME_MARGIN
+        if lead > 0 and self._stop.wait(lead):
+            return False
+        return not self._stop.is_set()
 
     def _write_loop(self) -> None:
         failed = False
@@ -219,13 +270,23 @@ class VideoRunner:
                     for sink in self.sinks:
                         sink.finish(item)
                 else:
-                    frame, result = item
-                    for sink in self.sinks:
-                        sink.write(frame, result)
+                    self._write(*item)
             except Exception as exc:
                 log.debug("writer failed", exc_info=True)
                 failed = True
                 self._fail(f"writing the output failed: {exc}")
+
+    def _write(self, frame: Frame, result: FrameResult) -> None:
+        """Hand one processed frame to the sinks (late ones to ``write_late``)."""
+        now = time.perf_counter()
+        frame.marks["write"] = now
+        latency = now - frame.read_at
+        self.stats.last_latency = latency
+        late = self.max_latency is not None and latency > self.max_latency
+        if late:
+            self.stats.late += 1
+        for sink in self.sinks:
+            (getattr(sink, "write_late", sink.write) if late else sink.write)(frame, result)
 
     # -- the inference loop ----------------------------------------------------------
 
@@ -284,10 +345,12 @@ class VideoRunner:
             if item is _END or self._stop.is_set():
                 return None
             frame, faces = item
+            frame.marks["analyse"] = time.perf_counter()
             return frame, self.pipeline.process(frame.image, frame.index, frame.timestamp, faces)
         frame = self._get(self._frames, reader)
         if frame is _END or self._stop.is_set():
             return None
+        frame.marks["analyse"] = time.perf_counter()
         return frame, self.pipeline.process(frame.image, frame.index, frame.timestamp)
 
     def _analyse(self, reader: threading.Thread, detector: threading.Thread,
@@ -302,7 +365,9 @@ class VideoRunner:
             if item is None:
                 return
             frame, result = item
-            stats.last_latency = time.perf_counter() - frame.read_at
+            frame.marks["analysed"] = time.perf_counter()
+            self._analyse_time = _estimate(self._analyse_time, frame.marks["analysed"]
+                                           - frame.marks["analyse"])
             self._count(result)
             stats.frames += 1
             if self.on_result is not None:
@@ -325,6 +390,11 @@ class VideoRunner:
             self.stats.tracks += 1
             if summary.identity:
                 self.stats.identities[summary.identity] += 1
+
+
+def _estimate(previous: float, seconds: float) -> float:
+    """A running estimate (exponentially weighted), the first value as it is."""
+    return seconds if previous <= 0 else previous + ESTIMATE_WEIGHT * (seconds - previous)
 
 
 @contextmanager

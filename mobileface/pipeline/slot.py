@@ -38,6 +38,11 @@ class LatestSlot:
             self._cond.notify_all()
             return empty
 
+    def qsize(self) -> int:
+        """1 when an item waits, else 0 (as queue.Queue's, for counting what waits)."""
+        with self._cond:
+            return int(self._item is not _NOTHING)
+
     def take(self):
         """The item, or None when the slot is empty (does not wait)."""
         with self._cond:
@@ -53,8 +58,17 @@ class LatestSlot:
                 raise queue.Empty
             return item
 
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the item waiting to be taken; whether the
+        slot is empty (or closed) now."""
+        with self._cond:
+            if self._item is not _NOTHING and not self._closed:
+                self._cond.wait(timeout)
+            return self._item is _NOTHING or self._closed
+
     def _pop(self, default):
         if self._item is not _NOTHING:
             item, self._item = self._item, _NOTHING
+            self._cond.notify_all()       # wait_empty()
             return item
         return self._final if self._closed else default
