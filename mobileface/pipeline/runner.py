@@ -237,7 +237,7 @@ class VideoRunner:
                     if frame is _END or self._stop.is_set():
                         break
                     frame.marks["detect"] = time.perf_counter()
-                    faces = self.pipeline.detect(frame.image)
+                    faces = self.pipeline.detect(frame.image, frame.index, frame.timestamp)
                     frame.marks["detected"] = time.perf_counter()
                     self._detect_time = _estimate(self._detect_time, frame.marks["detected"]
                                                   - frame.marks["detect"])

@@ -58,7 +58,7 @@ from mobileface.track.memory import MemoryLimits, TrackState, TrackSummary, crop
 from mobileface.track.refind import DetectionSchedule, Refinder
 from mobileface.track.scene_cut import SceneCutDetector
 from mobileface.track.sort import SortTracker
-from mobileface.types import Faces
+from mobileface.types import ROW_COLUMNS, Faces
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ class FacePipeline:
         self.frames = 0
         self._last_timestamp = None
 
-    def detect(self, frame: np.ndarray) -> Faces:
+    def detect(self, frame: np.ndarray, frame_index: int = -1,
+               timestamp: float | None = None) -> Faces:
         """The scene-cut check, the low-light step and the detector (on the frames the
         schedule gives it), their times recorded in the result's timings;
         ``faces.enhancement`` says what the low-light step did and holds the image the
@@ -292,7 +293,12 @@ class FacePipeline:
             enhancement = self.enhancer(frame)
             enhance_seconds = time.perf_counter() - start
             frame = enhancement.image
-        faces = self._run_detector(frame) if full else Faces.empty()
+        if full:
+            faces = self._run_detector(frame)
+            faces.frame_index, faces.timestamp = frame_index, timestamp
+            self._frame_stages_early(frame, faces)
+        else:
+            faces = Faces.empty()
         faces.found_by = "detector" if full else "pending"
         faces.scene_cut = cut
         if enhancement is not None:
@@ -300,6 +306,22 @@ class FacePipeline:
             if enhancement.mode != "off":
                 faces.timings["enhance"] = enhance_seconds
         return faces
+
+    def _frame_stages_early(self, image: np.ndarray, faces: Faces) -> None:
+        """The frame stages need the detections alone (not the tracks): on a detector frame
+        they run here, in the runner's detection thread, beside the analysis of the frame
+        before. One that fails leaves its columns empty for :meth:`process`, which runs it
+        again and so meets the error in frame order (after every frame before is done)."""
+        try:
+            run_stages(self.frame_stages, image, faces)
+        except Exception:
+            log.debug("a frame stage failed in detect(); process() runs it again", exc_info=True)
+            for stage in self.frame_stages:
+                for column in stage.provides:
+                    if column in ROW_COLUMNS:
+                        setattr(faces, column, None)
+                    else:
+                        faces.extra.pop(column, None)
 
     def _run_detector(self, image: np.ndarray) -> Faces:
         start = time.perf_counter()
@@ -315,7 +337,9 @@ class FacePipeline:
             if found is not None:
                 return found
         found = self._run_detector(image)
-        found.timings.update(faces.timings)
+        run_stages(self.frame_stages, image, found)
+        for step, seconds in faces.timings.items():     # a failed re-finding's time too
+            found.timings[step] = found.timings.get(step, 0.0) + seconds
         found.enhancement, found.scene_cut = faces.enhancement, faces.scene_cut
         self.schedule.urgent = False
         return found
@@ -349,7 +373,7 @@ class FacePipeline:
         self.frames += 1
         start = time.perf_counter()
         if faces is None:
-            faces = self.detect(frame)
+            faces = self.detect(frame, frame_index, timestamp)
         faces.frame_index, faces.timestamp = frame_index, timestamp
         enhancement = faces.enhancement
         image = frame if enhancement is None else enhancement.image
@@ -366,7 +390,8 @@ class FacePipeline:
         faces = tracked[~tracked.predicted]
         missed = tracked[tracked.predicted]
         faces.timings["track"] = time.perf_counter() - mark
-        # re-found faces have their 68 points already (the re-finding fitted them)
+        # what the frame stages filled already is kept: all of it on a detector frame
+        # (detect), the 68 points of re-found faces (the re-finding fitted them)
         run_stages([s for s in self.frame_stages
                     if not all(faces.column(c) is not None for c in s.provides)], image, faces)
         if self.refinder is not None and self.refinder.observe(image, faces, self.tracker.keys,
