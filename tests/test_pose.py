@@ -22,6 +22,15 @@ def test_recovers_a_synthetic_pose(angles):
     np.testing.assert_allclose(solved[0], angles, atol=0.05)
 
 
+def test_the_batched_rotations_are_the_single_ones_and_invert():
+    angles = np.array([(0, 0, 0), (25, -10, 5), (-70, 40, -30), (120, 5, 170), (10, 89, 0)])
+    rotations = pose.rotations_from_angles(angles)
+    for a, r in zip(angles, rotations):
+        np.testing.assert_allclose(r, pose.rotation_from_angles(*a), atol=1e-12)
+    np.testing.assert_allclose(pose.angles_from_rotations(rotations), angles, atol=1e-9)
+    assert np.isnan(pose.angles_from_rotations(np.full((1, 3, 3), np.nan))).all()
+
+
 def test_signs_are_the_documented_ones():
     # yaw > 0: the nose moves to the image's right of the eyes' midpoint.
     nose = pose.rotation_from_angles(30, 0, 0) @ [0, 0, -1]

@@ -72,16 +72,33 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return _ry(y) @ _rx(p) @ _rz(r)
 
 
+def _stacked(c: np.ndarray, s: np.ndarray, rows) -> np.ndarray:
+    """(N, 3, 3) matrices from a 3 x 3 pattern of 0, 1, "c", "s" and "-s"."""
+    values = {"c": c, "s": s, "-s": -s, 0: np.zeros_like(c), 1: np.ones_like(c)}
+    return np.stack([np.stack([values[v] for v in row], -1) for row in rows], -2)
+
+
+def rotations_from_angles(angles: np.ndarray) -> np.ndarray:
+    """(N, 3) yaw, pitch, roll in degrees -> (N, 3, 3): :func:`rotation_from_angles` of each."""
+    return _rotations(*np.radians(np.asarray(angles, np.float64).reshape(-1, 3)).T)
+
+
+def _rotations(y: np.ndarray, p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    ry = _stacked(np.cos(y), np.sin(y), (("c", 0, "-s"), (0, 1, 0), ("s", 0, "c")))
+    rx = _stacked(np.cos(p), np.sin(p), ((1, 0, 0), (0, "c", "s"), (0, "-s", "c")))
+    rz = _stacked(np.cos(r), np.sin(r), (("c", "-s", 0), ("s", "c", 0), (0, 0, 1)))
+    return ry @ rx @ rz
+
+
 def angles_from_rotations(rotations: np.ndarray) -> np.ndarray:
     """(N, 3, 3) head rotations (camera-style model axes -> camera) -> (N, 3) yaw, pitch, roll."""
     rotations = np.asarray(rotations, np.float64).reshape(-1, 3, 3)
-    nose = rotations @ np.array([0.0, 0.0, -1.0])  # where the face points
+    nose = -rotations[:, :, 2]  # R (0, 0, -1): where the face points
     yaw = np.arctan2(nose[:, 0], -nose[:, 2])
     pitch = np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2]))
-    # Undo yaw and pitch; what is left of the eye line's direction is roll.
-    across = np.empty((len(rotations), 3))
-    for i, (rot, y, p) in enumerate(zip(rotations, yaw, pitch)):
-        across[i] = (_ry(y) @ _rx(p)).T @ rot @ np.array([1.0, 0.0, 0.0])
+    # Undo yaw and pitch; what is left of the eye line's direction (R e_x) is roll.
+    undo = _rotations(yaw, pitch, np.zeros_like(yaw))
+    across = np.einsum("nji,nj->ni", undo, rotations[:, :, 0])
     roll = np.arctan2(across[:, 1], across[:, 0])
     return np.degrees(np.stack([yaw, pitch, roll], 1))
 
