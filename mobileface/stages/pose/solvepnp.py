@@ -72,22 +72,18 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return _ry(y) @ _rx(p) @ _rz(r)
 
 
-def _stacked(c: np.ndarray, s: np.ndarray, rows) -> np.ndarray:
-    """(N, 3, 3) matrices from a 3 x 3 pattern of 0, 1, "c", "s" and "-s"."""
-    values = {"c": c, "s": s, "-s": -s, 0: np.zeros_like(c), 1: np.ones_like(c)}
-    return np.stack([np.stack([values[v] for v in row], -1) for row in rows], -2)
-
-
 def rotations_from_angles(angles: np.ndarray) -> np.ndarray:
     """(N, 3) yaw, pitch, roll in degrees -> (N, 3, 3): :func:`rotation_from_angles` of each."""
     return _rotations(*np.radians(np.asarray(angles, np.float64).reshape(-1, 3)).T)
 
 
 def _rotations(y: np.ndarray, p: np.ndarray, r: np.ndarray) -> np.ndarray:
-    ry = _stacked(np.cos(y), np.sin(y), (("c", 0, "-s"), (0, 1, 0), ("s", 0, "c")))
-    rx = _stacked(np.cos(p), np.sin(p), ((1, 0, 0), (0, "c", "s"), (0, "-s", "c")))
-    rz = _stacked(np.cos(r), np.sin(r), (("c", "-s", 0), ("s", "c", 0), (0, 0, 1)))
-    return ry @ rx @ rz
+    """Ry(y) Rx(p) Rz(r) for arrays of angles in radians, multiplied out."""
+    cy, sy, cp, sp, cr, sr = np.cos(y), np.sin(y), np.cos(p), np.sin(p), np.cos(r), np.sin(r)
+    return np.stack([cy * cr + sy * sp * sr, sy * sp * cr - cy * sr, -sy * cp,
+                     cp * sr, cp * cr, sp,
+                     sy * cr - cy * sp * sr, -sy * sr - cy * sp * cr, cy * cp],
+                    -1).reshape(-1, 3, 3)
 
 
 def angles_from_rotations(rotations: np.ndarray) -> np.ndarray:
