@@ -105,7 +105,18 @@ def camera_matrix(width: int, height: int) -> np.ndarray:
 
 
 def solve_pose(landmarks68: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 68, 2) points -> (N, 3) angles in degrees and (N, 3, 3) rotations."""
+    """(N, 68, 2) points -> (N, 3) angles in degrees and (N, 3, 3) rotations.
+
+    One OpenCV solve per face (0.1 ms SQPnP + 0.17 ms Levenberg-Marquardt on the
+    2-core machine). A batched numpy Levenberg-Marquardt of the same problem for
+    all faces at once (weak-perspective starts at three yaws, 12 steps) was
+    measured against it on the 1,507 faces of tests/data/clip_faces.npz and kept
+    out: it is no faster for five faces (1.0 ms against 0.95 ms; numpy's cost per
+    call, about 25 calls a step, outweighs OpenCV's per-face work until some 10
+    faces), and the six points are noisy enough that the error is nearly flat
+    along the yaw for 4 % of the faces, where it ends 1 to 80 degrees away from
+    OpenCV's answer (at a lower error: OpenCV's LM stops early there).
+    """
     import cv2
 
     camera = camera_matrix(width, height)
