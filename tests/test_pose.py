@@ -88,3 +88,18 @@ def test_no_face_gives_an_empty_column():
     empty = Faces(boxes=np.zeros((0, 4)), scores=np.zeros(0), landmarks68=np.zeros((0, 68, 2)))
     faces = pose.HeadPose()(np.zeros((10, 10, 3), np.uint8), empty)
     assert faces.pose.shape == (0, 3)
+
+
+def test_the_recorded_poses_of_two_real_clips():
+    """The angles of 1,507 faces of two shared clips (tests/data/clip_faces.npz, recorded at
+    commit 7af6a80): a faster solver must give these back."""
+    import track_replay
+
+    data = track_replay.load()
+    for clip in track_replay.CLIPS:
+        points = data[f"{clip}_pose_points"]
+        landmarks = np.zeros((len(points), 68, 2))
+        landmarks[:, pose.POSE_INDICES] = points
+        angles, rotations = pose.solve_pose(landmarks, *data[f"{clip}_size"])
+        np.testing.assert_allclose(angles, data[f"{clip}_pose"], atol=1e-3)
+        np.testing.assert_allclose(pose.angles_from_rotations(rotations), angles, atol=1e-9)
