@@ -194,3 +194,13 @@ def test_a_scene_cut_ends_every_track():
     assert _ids(tracks) == []  # the new face is not confirmed yet
     tracks = _update(tracker, _walk(3)[:1], timestamp=5)
     assert tracks.track_id.tolist() == [3]
+
+
+def test_the_predicted_boxes_are_the_next_updates_predictions():
+    tracker = SortTracker()
+    for frame in range(6):
+        _update(tracker, _walk(frame))
+    ahead = tracker._tracks.predicted_boxes()          # (tracks, 4), nothing advanced
+    np.testing.assert_array_equal(tracker._tracks.predicted_boxes(), ahead)
+    tracks = _update(tracker, np.zeros((0, 4)))         # both missed: their predictions
+    np.testing.assert_allclose(tracks.boxes[tracks.predicted], ahead, rtol=1e-6)

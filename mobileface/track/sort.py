@@ -113,11 +113,18 @@ class _Tracks:
             setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
         self.appearance += other.appearance
 
+    def _next_states(self) -> np.ndarray:
+        x = self.x.copy()
+        x[x[:, 2] + x[:, 6] <= 0, 6] = 0.0  # the area would turn negative
+        return x @ _F.T
+
+    def predicted_boxes(self) -> np.ndarray:
+        """(N, 4) float32: the boxes :meth:`predict` will give, without advancing."""
+        return _states_to_boxes(self._next_states())
+
     def predict(self) -> np.ndarray:
         """Advance every track one frame; returns the (N, 4) predicted boxes."""
-        x = self.x
-        x[x[:, 2] + x[:, 6] <= 0, 6] = 0.0  # the area would turn negative
-        self.x = x @ _F.T
+        self.x = self._next_states()
         self.P = _F @ self.P @ _F.T + _Q
         self.hits[self.misses > 0] = 0
         self.misses += 1
