@@ -14,7 +14,8 @@ def _faces(n: int = 6, seed: int = 0) -> Faces:
     corners = rng.uniform(50, 1000, (n, 2))
     size = rng.uniform(60, 200, (n, 1))
     boxes = np.concatenate([corners, corners + size], 1).astype(np.float32)
-    landmarks = (corners[:, None] + rng.uniform(0, 1, (n, 68, 2)) * size[:, None]).astype(np.float32)
+    landmarks = corners[:, None] + rng.uniform(0, 1, (n, 68, 2)) * size[:, None]
+    landmarks = landmarks.astype(np.float32)
     pose = rng.uniform(-60, 60, (n, 3)).astype(np.float32)
     return Faces(boxes, np.ones(n, np.float32), landmarks68=landmarks, pose=pose,
                  track_id=np.arange(1, n + 1), predicted=np.zeros(n, bool))

@@ -1,4 +1,4 @@
-"""Replays recorded detections of the shared clips through a SortTracker (tests/data/clip_faces.npz).
+"""Replays recorded detections of two shared clips through a tracker (tests/data/clip_faces.npz).
 
 The recording (RetinaFace at 480 on every frame of friends1.mp4 and short_hamilton_clip.mp4,
 with the frames where SceneCutDetector saw a cut) is made by tests/data/record_clip_faces.py.

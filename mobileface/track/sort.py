@@ -7,9 +7,9 @@ gets from filterpy's ``KalmanFilter``, with SORT's noise settings, run for all
 tracks at once on stacked arrays (N x 7 states, N x 7 x 7 covariances: one
 numpy call per step however many faces; on the shared clips the same ids and
 boxes as filterpy's per-track filter, tests/test_track_recorded.py). Each
-frame, every track is predicted, predictions and detections are paired by the assignment that
-maximises the total IoU (scipy's ``linear_sum_assignment``), and pairs below
-``iou_threshold`` are rejected.
+frame, every track is predicted, predictions and detections are paired by the
+assignment that maximises the total IoU (scipy's ``linear_sum_assignment``),
+and pairs below ``iou_threshold`` are rejected.
 
 Differences from the reference sort.py, on purpose:
 
