@@ -70,6 +70,7 @@ _P0 *= 10.0
 _Q = np.eye(7)
 _Q[-1, -1] *= 0.01
 _Q[4:, 4:] *= 0.01
+_I7 = np.eye(7)
 
 
 class _Tracks:
@@ -140,7 +141,7 @@ class _Tracks:
         K = P[:, :, :4] @ np.linalg.inv(S)           # P H' S^-1, (K, 7, 4)
         y = _boxes_to_z(boxes) - x[:, :4]
         self.x[rows] = x + (K @ y[:, :, None])[:, :, 0]
-        I_KH = np.broadcast_to(np.eye(7), P.shape).copy()
+        I_KH = np.tile(_I7, (len(rows), 1, 1))
         I_KH[:, :, :4] -= K
         self.P[rows] = I_KH @ P @ I_KH.transpose(0, 2, 1) + K @ _R @ K.transpose(0, 2, 1)
         self.misses[rows] = 0
@@ -263,18 +264,19 @@ class SortTracker:
         ids[matched_det[seen]] = tracks.ids[seen]
         finished.extend(self._expire())
         self.finished = finished
-        return self._rows(faces, ids, tracks.take(confirmed & (matched_det < 0)))
+        missed = confirmed & (matched_det < 0)
+        return self._rows(faces, ids, tracks.boxes[missed], tracks.ids[missed])
 
     @staticmethod
-    def _rows(faces: Faces, ids: np.ndarray, missed: _Tracks) -> Faces:
+    def _rows(faces: Faces, ids: np.ndarray, missed_boxes: np.ndarray,
+              missed_ids: np.ndarray) -> Faces:
         detected = faces[slice(None)]
         detected.track_id = ids
         detected.predicted = np.zeros(len(faces), bool)
-        if not len(missed):
+        if not len(missed_ids):
             return detected
-        predicted = Faces(missed.boxes, np.zeros(len(missed), np.float32),
-                          track_id=missed.ids,
-                          predicted=np.ones(len(missed), bool))
+        predicted = Faces(missed_boxes, np.zeros(len(missed_ids), np.float32),
+                          track_id=missed_ids, predicted=np.ones(len(missed_ids), bool))
         return Faces.concat([detected, predicted])
 
     def cut(self) -> None:
