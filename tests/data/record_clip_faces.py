@@ -56,7 +56,7 @@ def record(clip: str, detector, landmarks) -> dict[str, np.ndarray]:
 def main() -> int:
     from mobileface.detect import create_detector
     from mobileface.stages.landmarks.dlib68 import Landmarks68
-    from mobileface.stages.pose.solvepnp import solve_pose
+    from mobileface.stages.pose.solvepnp import POSE_INDICES, solve_pose
     from mobileface.track.sort import SortTracker
 
     detector, landmarks = create_detector("retinaface", input_size=480), Landmarks68()
@@ -68,7 +68,6 @@ def main() -> int:
             data[f"{clip}_sort_{key}"] = value
         points = data[f"{clip}_pose_points"]
         full = np.zeros((len(points), 68, 2), np.float64)
-        from mobileface.stages.pose.solvepnp import POSE_INDICES
         full[:, POSE_INDICES] = points
         data[f"{clip}_pose"] = solve_pose(full, *data[f"{clip}_size"])[0]
     np.savez_compressed(DATA, **data)
