@@ -191,3 +191,39 @@ def test_a_track_counts_the_frames_it_was_seen_enhanced():
     for i, enhanced in enumerate((True, True, False)):
         state.seen(i, i / 25.0, None, enhanced)
     assert state.summary(None, None).to_record()["enhanced_frames"] == 2
+
+
+def test_the_decision_on_every_fourth_row_is_the_full_thumbnails_on_the_shared_data():
+    """auto measures every 4th row (nearly free); on real frames and photos, as they are and
+    darkened, that moves the level a little, and to the other side of a level only for a
+    frame that was on it already (within 2 grey levels)."""
+    import glob
+
+    from conftest import DATA, shared_file
+    from mobileface.enhance.methods import DECISION_ROW_STEP
+
+    images = []
+    for clip in ("mobileface/friends1.mp4", "face_recognition/short_hamilton_clip.mp4"):
+        capture = cv2.VideoCapture(str(shared_file(clip)))
+        for index in range(1000):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % 10 == 0:
+                images.append(frame)
+        capture.release()
+    images += [cv2.imread(p) for p in sorted(glob.glob(str(DATA / "face_recognition" / "*.jpg")))]
+    rng = np.random.default_rng(0)
+    levels = []
+    for image in images:
+        for light in (1.0, 0.3, 0.15):
+            frame = image if light == 1.0 else jpeg(darken(image, light, rng))
+            levels.append((Thumbnail.of(frame).brightness,
+                           Thumbnail.of(frame, DECISION_ROW_STEP).brightness))
+    full, sampled = np.array(levels).T
+    assert len(full) > 100
+    assert np.abs(sampled - full).max() <= 10 / 255 and abs((sampled - full).mean()) < 1 / 255
+    for level in (DARK_LEVEL, BRIGHT_LEVEL):
+        flipped = (sampled < level) != (full < level)
+        assert flipped.mean() <= 0.01
+        assert (np.abs(full[flipped] - level) <= 2 / 255).all()

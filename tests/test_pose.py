@@ -22,6 +22,15 @@ def test_recovers_a_synthetic_pose(angles):
     np.testing.assert_allclose(solved[0], angles, atol=0.05)
 
 
+def test_the_batched_rotations_are_the_single_ones_and_invert():
+    angles = np.array([(0, 0, 0), (25, -10, 5), (-70, 40, -30), (120, 5, 170), (10, 89, 0)])
+    rotations = pose.rotations_from_angles(angles)
+    for a, r in zip(angles, rotations):
+        np.testing.assert_allclose(r, pose.rotation_from_angles(*a), atol=1e-12)
+    np.testing.assert_allclose(pose.angles_from_rotations(rotations), angles, atol=1e-9)
+    assert np.isnan(pose.angles_from_rotations(np.full((1, 3, 3), np.nan))).all()
+
+
 def test_signs_are_the_documented_ones():
     # yaw > 0: the nose moves to the image's right of the eyes' midpoint.
     nose = pose.rotation_from_angles(30, 0, 0) @ [0, 0, -1]
@@ -79,3 +88,18 @@ def test_no_face_gives_an_empty_column():
     empty = Faces(boxes=np.zeros((0, 4)), scores=np.zeros(0), landmarks68=np.zeros((0, 68, 2)))
     faces = pose.HeadPose()(np.zeros((10, 10, 3), np.uint8), empty)
     assert faces.pose.shape == (0, 3)
+
+
+def test_the_recorded_poses_of_two_real_clips():
+    """The angles of 1,507 faces of two shared clips (tests/data/clip_faces.npz, recorded at
+    commit 7af6a80): a faster solver must give these back."""
+    import track_replay
+
+    data = track_replay.load()
+    for clip in track_replay.CLIPS:
+        points = data[f"{clip}_pose_points"]
+        landmarks = np.zeros((len(points), 68, 2))
+        landmarks[:, pose.POSE_INDICES] = points
+        angles, rotations = pose.solve_pose(landmarks, *data[f"{clip}_size"])
+        np.testing.assert_allclose(angles, data[f"{clip}_pose"], atol=1e-3)
+        np.testing.assert_allclose(pose.angles_from_rotations(rotations), angles, atol=1e-9)

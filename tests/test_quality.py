@@ -72,3 +72,36 @@ def test_no_face():
                   pose=np.zeros((0, 3)))
     quality.Quality()(np.zeros((8, 8, 3), np.uint8), faces)
     assert faces.quality.shape == (0,)
+
+
+def _reference_parts(image, landmarks68, pose):
+    """The per-face version the vectorised one replaced (commit 7af6a80)."""
+    from mobileface.stages.align import dlib_chip_transforms, warp_chips
+
+    def dist(a, b):
+        return np.linalg.norm(landmarks68[:, a] - landmarks68[:, b], axis=-1)
+
+    ears = np.stack([(dist(p2, p6) + dist(p3, p5)) / (2.0 * np.maximum(dist(p1, p4), 1e-6))
+                     for p1, p2, p3, p4, p5, p6 in ((36, 37, 38, 39, 40, 41),
+                                                    (42, 43, 44, 45, 46, 47))], 1)
+    mar = (dist(61, 67) + dist(62, 66) + dist(63, 65)) / (3.0 * np.maximum(dist(60, 64), 1e-6))
+    chips = warp_chips(image, dlib_chip_transforms(landmarks68, 64, 0.0), 64)
+    grey = np.stack([cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) for c in chips])
+    variance = np.array([cv2.Laplacian(c, cv2.CV_32F).var() for c in grey], np.float32)
+    return ears, mar, variance, grey.reshape(len(grey), -1).mean(1)
+
+
+def test_the_vectorised_parts_are_the_per_face_ones_on_real_faces(score, astronaut_bgr):
+    from conftest import load_bgr
+
+    for image in (load_bgr("mobileface/friends.jpg"), astronaut_bgr,
+                  cv2.GaussianBlur(astronaut_bgr, (0, 0), 2)):
+        faces = score(image)
+        ears, mar, variance, mean_grey = _reference_parts(image, faces.landmarks68, faces.pose)
+        np.testing.assert_allclose(quality.eye_aspect_ratio(faces.landmarks68), ears, rtol=1e-6)
+        np.testing.assert_allclose(quality.mouth_aspect_ratio(faces.landmarks68), mar, rtol=1e-6)
+        parts = quality.quality_parts(image, faces.landmarks68, faces.pose)
+        np.testing.assert_allclose(parts["sharpness"], variance / (variance + 150), rtol=1e-5)
+        expected = np.minimum(np.clip((mean_grey - 10) / 80, 0, 1),
+                              1 - np.clip((mean_grey - 170) / 80, 0, 1))
+        np.testing.assert_allclose(parts["brightness"], expected, rtol=1e-6)

@@ -216,3 +216,20 @@ def test_the_assignment_is_the_optimal_one_that_scipy_finds():
         assert cost[rows, cols].sum() == pytest.approx(cost[ref_rows, ref_cols].sum(), abs=1e-9)
         if not trial % 2:                           # no ties: the very same pairs
             assert (rows == ref_rows).all() and (cols == ref_cols).all()
+
+
+def test_the_predicted_boxes_are_the_next_updates_predictions():
+    tracker = SortTracker()
+    for frame in range(6):
+        _update(tracker, _walk(frame))
+    ahead = tracker._tracks.predicted_boxes()          # (tracks, 4), nothing advanced
+    np.testing.assert_array_equal(tracker._tracks.predicted_boxes(), ahead)
+    tracks = _update(tracker, np.zeros((0, 4)))         # both missed: their predictions
+    np.testing.assert_allclose(tracks.boxes[tracks.predicted], ahead, rtol=1e-6)
+    # the public forecast: the confirmed tracks seen in the last frame, keyed as `keys` says
+    tracker = SortTracker()
+    for frame in range(6):
+        _update(tracker, _walk(frame))
+    keys, boxes = tracker.forecast()
+    np.testing.assert_array_equal(boxes, tracker._tracks.predicted_boxes())
+    assert sorted(keys.tolist()) == sorted(tracker.keys.tolist()) and len(set(keys.tolist())) == 2

@@ -12,7 +12,7 @@ import numpy as np
 
 from mobileface.identity.gallery import UNKNOWN
 from mobileface.types import Faces, gender_label
-from mobileface.stages.pose.solvepnp import rotation_from_angles
+from mobileface.stages.pose.solvepnp import rotations_from_angles
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 #: a qualitative palette (BGR), indexed by track id
@@ -74,7 +74,7 @@ class LabelAnnotator:
     def __init__(self, show_scores: bool = False):
         self.show_scores = show_scores
 
-    def lines(self, faces, row: int) -> list[str]:
+    def lines(self, faces, row: int, ages_genders=None) -> list[str]:
         tid = int(faces.track_id[row]) if faces.track_id is not None else -1
         first = f"#{tid}" if tid > 0 else ""
         if faces.identity is not None and faces.identity[row]:
@@ -83,7 +83,7 @@ class LabelAnnotator:
             if self.show_scores and np.isfinite(sim):
                 first += f" {sim:.2f}"
         out = [first.strip()] if first.strip() else []
-        ages, genders = faces.age_and_gender()
+        ages, genders = faces.age_and_gender() if ages_genders is None else ages_genders
         if ages is not None and np.isfinite(ages[row]):
             gender, _ = gender_label(genders[row])
             out.append(f"{(gender or '?')[0].upper()} {ages[row]:.0f}")
@@ -92,11 +92,13 @@ class LabelAnnotator:
     def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
         scale = _scale(scene)
         predicted = _predicted(faces)
+        ids = _track_ids(faces)
+        ages_genders = faces.age_and_gender()
         for row, box in enumerate(faces.boxes):
-            lines = [] if predicted[row] else self.lines(faces, row)
+            lines = [] if predicted[row] else self.lines(faces, row, ages_genders)
             if not lines:
                 continue
-            tid = int(_track_ids(faces)[row])
+            tid = int(ids[row])
             known = faces.identity is not None and faces.identity[row] not in ("", UNKNOWN)
             bg = colour(tid)
             fg = (255, 255, 255) if not known else (0, 0, 0)
@@ -131,27 +133,43 @@ class LandmarkAnnotator:
 
 class PoseAxisAnnotator:
     """Head-pose axes from the nose tip: x red (the face's right on screen), y green (up),
-    z blue (out of the face)."""
+    z blue (out of the face); the axes of every face in three OpenCV calls, one per colour."""
+
+    #: BGR of the x, y and z axes
+    COLOURS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))
+    TIP = 0.15  # arrow-head length over arrow length, as cv2.arrowedLine's tipLength
 
     def annotate(self, scene: np.ndarray, faces: Faces) -> np.ndarray:
-        if faces.pose is None or faces.landmarks68 is None:
+        if faces.pose is None or faces.landmarks68 is None or len(faces) == 0:
+            return scene
+        ok = np.isfinite(faces.pose).all(1) & np.isfinite(faces.landmarks68[:, 30]).all(1)
+        if not ok.any():
             return scene
         thickness = max(1, round(2 * _scale(scene)))
-        for box, pose, points in zip(faces.boxes, faces.pose, faces.landmarks68):
-            if not np.isfinite(pose).all():
-                continue
-            rotation = rotation_from_angles(*pose)
-            length = 0.5 * float(box[2] - box[0])
-            origin = points[30]
-            # Columns: the model's x (right), y (down) and z (into the face)
-            # in camera axes; draw x, -y (up) and -z (out of the face).
-            axes = (rotation[:, 0], -rotation[:, 1], -rotation[:, 2])
-            for axis, bgr in zip(axes, ((0, 0, 255), (0, 200, 0), (255, 80, 0))):
-                end = origin + length * axis[:2]
-                cv2.arrowedLine(scene, tuple(int(v) for v in origin),
-                                tuple(int(v) for v in end), bgr, thickness, cv2.LINE_AA,
-                                tipLength=0.15)
+        rotations = rotations_from_angles(faces.pose[ok])
+        length = 0.5 * (faces.boxes[ok, 2] - faces.boxes[ok, 0]).astype(np.float64)
+        origin = faces.landmarks68[ok, 30].astype(np.float64)
+        start = origin.astype(np.int32)               # as int(): towards zero
+        # Columns: the model's x (right), y (down) and z (into the face) in camera
+        # axes; draw x, -y (up) and -z (out of the face). (3, N, 2) arrow ends:
+        axes = (rotations[:, :2, :] * np.array([1.0, -1.0, -1.0])).transpose(2, 0, 1)
+        ends = (origin + length[:, None] * axes).astype(np.int32)
+        strokes = _arrow_strokes(np.broadcast_to(start, ends.shape), ends, self.TIP)
+        for bgr, segments in zip(self.COLOURS, strokes):
+            cv2.polylines(scene, list(segments), False, bgr, thickness, cv2.LINE_AA)
         return scene
+
+
+def _arrow_strokes(start: np.ndarray, end: np.ndarray, tip: float) -> np.ndarray:
+    """(..., 3, 2, 2) segments of arrows (shaft, then two head strokes) drawn as
+    cv2.arrowedLine draws them: heads at 45 degrees, ``tip`` times the shaft's length."""
+    d = (start - end) * (tip * np.sqrt(0.5))        # the shaft backwards, scaled
+    dx, dy = d[..., 0], d[..., 1]
+    left = np.round(end + np.stack([dx - dy, dx + dy], -1)).astype(np.int32)
+    right = np.round(end + np.stack([dx + dy, dy - dx], -1)).astype(np.int32)
+    segments = np.stack([np.stack([start, end], -2), np.stack([left, end], -2),
+                         np.stack([right, end], -2)], -3)
+    return segments.reshape(segments.shape[:-4] + (-1, 2, 2))
 
 
 @dataclass

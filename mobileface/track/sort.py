@@ -2,11 +2,14 @@
 
 After Bewley et al., "Simple Online and Realtime Tracking" (2016). Each track's
 state is ``[x, y, s, r, vx, vy, vs]``: box centre, area, aspect ratio (held
-constant) and the velocities of the first three; the filter is filterpy's
-:class:`KalmanFilter` with SORT's noise settings. Each frame, every track is
-predicted, predictions and detections are paired by the assignment that
-maximises the total IoU (:mod:`mobileface.track.assignment`), and pairs below
-``iou_threshold`` are rejected.
+constant) and the velocities of the first three; the filter is the one SORT
+gets from filterpy's ``KalmanFilter``, with SORT's noise settings, run for all
+tracks at once on stacked arrays (N x 7 states, N x 7 x 7 covariances: one
+numpy call per step however many faces; on the shared clips the same ids and
+boxes as filterpy's per-track filter, tests/test_track_recorded.py). Each
+frame, every track is predicted, predictions and detections are paired by the
+assignment that maximises the total IoU (:mod:`mobileface.track.assignment`),
+and pairs below ``iou_threshold`` are rejected.
 
 Differences from the reference sort.py, on purpose:
 
@@ -40,65 +43,113 @@ from mobileface.types import Faces
 from mobileface.vectors import normalise
 
 
-def _box_to_z(box: np.ndarray) -> np.ndarray:
-    w, h = box[2] - box[0], box[3] - box[1]
-    return np.array([[box[0] + w / 2], [box[1] + h / 2], [w * h], [w / max(h, 1e-6)]])
+def _boxes_to_z(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) xyxy -> (N, 4) measurements [x, y, s, r] (centre, area, aspect ratio)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w * h,
+                     w / np.maximum(h, 1e-6)], 1)
 
 
-def _x_to_box(x: np.ndarray) -> np.ndarray:
-    area, ratio = max(float(x[2, 0]), 1e-6), max(float(x[3, 0]), 1e-6)
+def _states_to_boxes(x: np.ndarray) -> np.ndarray:
+    """(N, 7) states -> (N, 4) float32 xyxy boxes."""
+    area, ratio = np.maximum(x[:, 2], 1e-6), np.maximum(x[:, 3], 1e-6)
     w = np.sqrt(area * ratio)
     h = area / w
-    cx, cy = float(x[0, 0]), float(x[1, 0])
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], np.float32)
+    return np.stack([x[:, 0] - w / 2, x[:, 1] - h / 2, x[:, 0] + w / 2, x[:, 1] + h / 2],
+                    1).astype(np.float32)
 
 
-class _Track:
-    """One face's Kalman filter and counters (SORT's KalmanBoxTracker)."""
+# SORT's constant-velocity model and noise (filterpy's defaults, then SORT's changes).
+_F = np.eye(7)
+_F[0, 4] = _F[1, 5] = _F[2, 6] = 1.0
+_R = np.eye(4)
+_R[2:, 2:] *= 10.0
+_P0 = np.eye(7)
+_P0[4:, 4:] *= 1000.0  # velocities are unknown at first
+_P0 *= 10.0
+_Q = np.eye(7)
+_Q[-1, -1] *= 0.01
+_Q[4:, 4:] *= 0.01
+_I7 = np.eye(7)
 
-    def __init__(self, box: np.ndarray, key: int = 0):
-        from filterpy.kalman import KalmanFilter
 
-        kf = KalmanFilter(dim_x=7, dim_z=4)
-        kf.F = np.eye(7)
-        kf.F[0, 4] = kf.F[1, 5] = kf.F[2, 6] = 1.0
-        kf.H = np.eye(4, 7)
-        kf.R[2:, 2:] *= 10.0
-        kf.P[4:, 4:] *= 1000.0  # velocities are unknown at first
-        kf.P *= 10.0
-        kf.Q[-1, -1] *= 0.01
-        kf.Q[4:, 4:] *= 0.01
-        kf.x[:4] = _box_to_z(box)
-        self.kf = kf
-        self.key = key         # the tracker's own serial number, from the track's first frame
-        self.id = 0            # 0 until confirmed
-        self.hits = 1          # consecutive frames with a detection
-        self.misses = 0        # frames since the last detection
-        self.box = np.asarray(box, np.float32)
-        self.appearance: np.ndarray | None = None
+class _Tracks:
+    """Every track's Kalman filter and counters, as parallel arrays (one row per track).
+
+    x: (N, 7) states, P: (N, 7, 7) covariances; boxes: (N, 4) float32, the
+    detection when the track was matched this frame, else its predicted box;
+    ids (0 until confirmed), hits (consecutive frames with a detection) and
+    misses (frames since the last detection); keys: the tracker's serial number of
+    each track, from its first frame (confirmed or not); appearance: one embedding or
+    None per track. The filter is the one SORT gets from filterpy (predict
+    x = F x, P = F P F' + Q; update with the Joseph form of P), for all
+    tracks at once.
+    """
+
+    def __init__(self, boxes: np.ndarray | None = None, keys: np.ndarray | None = None):
+        n = 0 if boxes is None else len(boxes)
+        self.x = np.zeros((n, 7))
+        if n:
+            self.x[:, :4] = _boxes_to_z(boxes)
+        self.P = np.broadcast_to(_P0, (n, 7, 7)).copy()
+        self.boxes = np.asarray(boxes if n else np.zeros((0, 4)), np.float32).reshape(-1, 4)
+        self.ids = np.zeros(n, np.int64)
+        self.hits = np.ones(n, np.int64)
+        self.misses = np.zeros(n, np.int64)
+        self.keys = np.zeros(n, np.int64) if keys is None else np.asarray(keys, np.int64)
+        self.appearance: list[np.ndarray | None] = [None] * n
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: np.ndarray) -> "_Tracks":
+        """The tracks of ``rows`` (a boolean mask or indices), in that order."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        out = _Tracks.__new__(_Tracks)
+        for name in ("x", "P", "boxes", "ids", "hits", "misses", "keys"):
+            setattr(out, name, getattr(self, name)[rows])
+        out.appearance = [self.appearance[i] for i in rows]
+        return out
+
+    def extend(self, other: "_Tracks") -> None:
+        for name in ("x", "P", "boxes", "ids", "hits", "misses", "keys"):
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        self.appearance += other.appearance
+
+    def _next_states(self) -> np.ndarray:
+        x = self.x.copy()
+        x[x[:, 2] + x[:, 6] <= 0, 6] = 0.0  # the area would turn negative
+        return x @ _F.T
+
+    def predicted_boxes(self) -> np.ndarray:
+        """(N, 4) float32: the boxes :meth:`predict` will give, without advancing."""
+        return _states_to_boxes(self._next_states())
 
     def predict(self) -> np.ndarray:
-        if self.kf.x[2, 0] + self.kf.x[6, 0] <= 0:
-            self.kf.x[6, 0] = 0.0  # the area would turn negative
-        self.kf.predict()
-        if self.misses > 0:
-            self.hits = 0
+        """Advance every track one frame; returns the (N, 4) predicted boxes."""
+        self.x = self._next_states()
+        self.P = _F @ self.P @ _F.T + _Q
+        self.hits[self.misses > 0] = 0
         self.misses += 1
-        self.box = _x_to_box(self.kf.x)
-        return self.box
+        self.boxes = _states_to_boxes(self.x)
+        return self.boxes
 
-    def forecast(self) -> np.ndarray:
-        """The box that :meth:`predict` will give for the next frame (nothing changes)."""
-        x = self.kf.x.copy()
-        if x[2, 0] + x[6, 0] <= 0:
-            x[6, 0] = 0.0
-        return _x_to_box(self.kf.F @ x)
-
-    def update(self, box: np.ndarray) -> None:
-        self.misses = 0
-        self.hits += 1
-        self.kf.update(_box_to_z(box))
-        self.box = np.asarray(box, np.float32)
+    def update(self, rows: np.ndarray, boxes: np.ndarray) -> None:
+        """Correct the tracks of ``rows`` with their detections ``boxes`` (one each)."""
+        if len(rows) == 0:
+            return
+        x, P = self.x[rows], self.P[rows]
+        S = P[:, :4, :4] + _R                        # H P H' + R, H = [I 0]
+        K = P[:, :, :4] @ np.linalg.inv(S)           # P H' S^-1, (K, 7, 4)
+        y = _boxes_to_z(boxes) - x[:, :4]
+        self.x[rows] = x + (K @ y[:, :, None])[:, :, 0]
+        I_KH = np.tile(_I7, (len(rows), 1, 1))
+        I_KH[:, :, :4] -= K
+        self.P[rows] = I_KH @ P @ I_KH.transpose(0, 2, 1) + K @ _R @ K.transpose(0, 2, 1)
+        self.misses[rows] = 0
+        self.hits[rows] += 1
+        self.boxes[rows] = boxes
 
 
 @dataclass
@@ -141,7 +192,6 @@ class SortTracker:
         if first_id < 1:
             raise ValueError(f"first_id must be >= 1, got {first_id}")
         self.first_id = int(first_id)
-        import filterpy.kalman  # noqa: F401  (0.7 s to import: here, not in the first frame)
         self.max_age = int(max_age)
         self.min_hits = int(min_hits)
         self.iou_threshold = float(iou_threshold)
@@ -152,7 +202,7 @@ class SortTracker:
 
     def reset(self) -> None:
         """Forget every track; the next confirmed track gets ``first_id`` again."""
-        self._tracks: list[_Track] = []
+        self._tracks = _Tracks()
         self._lost: OrderedDict[int, _Lost] = OrderedDict()
         self._next_id = self.first_id
         self._frames = 0
@@ -167,15 +217,15 @@ class SortTracker:
 
     @property
     def live_ids(self) -> list[int]:
-        return [t.id for t in self._tracks if t.id]
+        return self._tracks.ids[self._tracks.ids > 0].tolist()
 
     def forecast(self) -> tuple[np.ndarray, np.ndarray]:
         """The confirmed tracks detected in the last frame: their keys (as in :attr:`keys`)
         and their boxes predicted for the next frame, (K, 4) float32. Nothing changes: the
         next :meth:`update` predicts the same boxes."""
-        seen = [t for t in self._tracks if t.misses == 0 and t.id]
-        boxes = np.array([t.forecast() for t in seen], np.float32).reshape(-1, 4)
-        return np.array([t.key for t in seen], np.int64), boxes
+        tracks = self._tracks
+        seen = (tracks.misses == 0) & (tracks.ids > 0)
+        return tracks.keys[seen], tracks.predicted_boxes()[seen]
 
     def update(self, faces: Faces, timestamp: float | None = None) -> Faces:
         """Advance one frame with its detections; returns them with ``track_id`` and
@@ -194,60 +244,58 @@ class SortTracker:
         self._now = time.monotonic() if timestamp is None else float(timestamp)
         finished, self._pending_finished = self._pending_finished, []
 
-        predictions = np.array([t.predict() for t in self._tracks], np.float32).reshape(-1, 4)
+        tracks = self._tracks
+        predictions = tracks.predict()
         valid = np.isfinite(predictions).all(1)
         if not valid.all():
-            self._tracks = [t for t, ok in zip(self._tracks, valid) if ok]
-            predictions = predictions[valid]
+            tracks = self._tracks = tracks.take(valid)
+            predictions = tracks.boxes
         pairs = self._match(predictions, boxes)
-        matched_det = np.full(len(self._tracks), -1, np.int64)
-        for ti, di in pairs:
-            self._tracks[ti].update(boxes[di])
-            matched_det[ti] = di
-        unmatched = np.setdiff1d(np.arange(len(boxes)), pairs[:, 1] if len(pairs) else [])
-        for di in unmatched:
-            self._tracks.append(_Track(boxes[di], self._next_key))
-            self._next_key += 1
-            matched_det = np.append(matched_det, di)
-        keys = np.zeros(len(boxes), np.int64)
-        for track, di in zip(self._tracks, matched_det):
-            if di >= 0:
-                keys[di] = track.key
-        self.keys = keys
+        tracks.update(pairs[:, 0], boxes[pairs[:, 1]])
+        matched_det = np.full(len(tracks), -1, np.int64)
+        matched_det[pairs[:, 0]] = pairs[:, 1]
+        free = np.ones(len(boxes), bool)
+        free[pairs[:, 1]] = False
+        unmatched = np.flatnonzero(free)
+        if len(unmatched):
+            keys = np.arange(self._next_key, self._next_key + len(unmatched))
+            self._next_key += len(unmatched)
+            tracks.extend(_Tracks(boxes[unmatched], keys))
+            matched_det = np.concatenate([matched_det, unmatched])
+        self.keys = np.zeros(len(boxes), np.int64)
+        self.keys[matched_det[matched_det >= 0]] = tracks.keys[matched_det >= 0]
 
+        expired = tracks.misses > self.max_age
+        for row in np.flatnonzero(expired & (tracks.ids > 0)):
+            self._lose(int(tracks.ids[row]), tracks.appearance[row], finished)
+        if expired.any():
+            tracks = self._tracks = tracks.take(~expired)
+            matched_det = matched_det[~expired]
+        confirm = (tracks.ids == 0) & (tracks.misses == 0)
+        if self._frames > self.min_hits:
+            confirm &= tracks.hits >= self.min_hits
+        new = np.flatnonzero(confirm)
+        tracks.ids[new] = np.arange(self._next_id, self._next_id + len(new))
+        self._next_id += len(new)
         ids = np.full(len(faces), -1, np.int64)
-        missed = []
-        kept = []
-        for track, di in zip(self._tracks, matched_det):
-            if track.misses > self.max_age:
-                if track.id:
-                    self._lose(track, finished)
-                continue
-            kept.append(track)
-            if not track.id and track.misses == 0 and \
-                    (track.hits >= self.min_hits or self._frames <= self.min_hits):
-                track.id = self._next_id
-                self._next_id += 1
-            if track.id and di >= 0:
-                ids[di] = track.id
-            elif track.id:
-                missed.append(track)
-        self._tracks = kept
+        confirmed = tracks.ids > 0
+        seen = confirmed & (matched_det >= 0)
+        ids[matched_det[seen]] = tracks.ids[seen]
         finished.extend(self._expire())
         self.finished = finished
-        return self._rows(faces, ids, missed)
+        missed = confirmed & (matched_det < 0)
+        return self._rows(faces, ids, tracks.boxes[missed], tracks.ids[missed])
 
     @staticmethod
-    def _rows(faces: Faces, ids: np.ndarray, missed: list[_Track]) -> Faces:
+    def _rows(faces: Faces, ids: np.ndarray, missed_boxes: np.ndarray,
+              missed_ids: np.ndarray) -> Faces:
         detected = faces[slice(None)]
         detected.track_id = ids
         detected.predicted = np.zeros(len(faces), bool)
-        if not missed:
+        if not len(missed_ids):
             return detected
-        predicted = Faces(np.array([t.box for t in missed], np.float32),
-                          np.zeros(len(missed), np.float32),
-                          track_id=np.array([t.id for t in missed], np.int64),
-                          predicted=np.ones(len(missed), bool))
+        predicted = Faces(missed_boxes, np.zeros(len(missed_ids), np.float32),
+                          track_id=missed_ids, predicted=np.ones(len(missed_ids), bool))
         return Faces.concat([detected, predicted])
 
     def cut(self) -> None:
@@ -257,10 +305,10 @@ class SortTracker:
         re-identified within ``reid_seconds``, the others are listed as
         finished by the next update.
         """
-        for track in self._tracks:
-            if track.id:
-                self._lose(track, self._pending_finished)
-        self._tracks = []
+        tracks = self._tracks
+        for row in np.flatnonzero(tracks.ids > 0):
+            self._lose(int(tracks.ids[row]), tracks.appearance[row], self._pending_finished)
+        self._tracks = _Tracks()
 
     def _match(self, predictions: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """(K, 2) pairs (track row, detection row) with IoU above the threshold."""
@@ -271,14 +319,14 @@ class SortTracker:
         good = iou[rows, cols] >= max(self.iou_threshold, 1e-6)
         return np.stack([rows[good], cols[good]], 1).astype(np.int64)
 
-    def _lose(self, track: _Track, finished: list[int]) -> None:
+    def _lose(self, track_id: int, appearance: np.ndarray | None, finished: list[int]) -> None:
         """A confirmed track stopped: remember it for re-identification, or finish it."""
-        if self.reid_seconds > 0 and track.appearance is not None and self.max_lost > 0:
-            self._lost[track.id] = _Lost(track.appearance, self._now)
+        if self.reid_seconds > 0 and appearance is not None and self.max_lost > 0:
+            self._lost[track_id] = _Lost(appearance, self._now)
             while len(self._lost) > self.max_lost:
                 finished.append(self._lost.popitem(last=False)[0])
         else:
-            finished.append(track.id)
+            finished.append(track_id)
 
     def _expire(self) -> list[int]:
         gone = [tid for tid, lost in self._lost.items()
@@ -296,31 +344,32 @@ class SortTracker:
         it had is retired (it is never listed as finished: its history goes on
         under the old id). Later calls only replace the stored appearance.
         """
-        track = next((t for t in self._tracks if t.id == track_id), None)
-        if track is None:
+        rows = np.flatnonzero(self._tracks.ids == track_id)
+        if len(rows) == 0:
             raise ValueError(f"no live track with id {track_id}")
+        row = int(rows[0])
         vector = normalise(np.reshape(embedding, -1))
-        first = track.appearance is None
-        track.appearance = vector
+        first = self._tracks.appearance[row] is None
+        self._tracks.appearance[row] = vector
         if not first or not self._lost:
-            return track.id
+            return track_id
         ids = list(self._lost)
         gallery = np.stack([self._lost[i].appearance for i in ids])
         if gallery.shape[1] != vector.shape[0]:
-            return track.id
+            return track_id
         similarity = gallery @ vector
         best = int(similarity.argmax())
         if similarity[best] < self.reid_similarity:
-            return track.id
+            return track_id
         old_id = ids[best]
         del self._lost[old_id]
-        track.id = old_id
+        self._tracks.ids[row] = old_id
         return old_id
 
     def flush(self) -> list[int]:
         """End of the stream: every id still live or lost, now finished."""
         ids = self._pending_finished + list(self._lost) + self.live_ids
-        self._tracks = []
+        self._tracks = _Tracks()
         self._lost.clear()
         self._pending_finished = []
         return ids

@@ -72,16 +72,29 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return _ry(y) @ _rx(p) @ _rz(r)
 
 
+def rotations_from_angles(angles: np.ndarray) -> np.ndarray:
+    """(N, 3) yaw, pitch, roll in degrees -> (N, 3, 3): :func:`rotation_from_angles` of each."""
+    return _rotations(*np.radians(np.asarray(angles, np.float64).reshape(-1, 3)).T)
+
+
+def _rotations(y: np.ndarray, p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Ry(y) Rx(p) Rz(r) for arrays of angles in radians, multiplied out."""
+    cy, sy, cp, sp, cr, sr = np.cos(y), np.sin(y), np.cos(p), np.sin(p), np.cos(r), np.sin(r)
+    return np.stack([cy * cr + sy * sp * sr, sy * sp * cr - cy * sr, -sy * cp,
+                     cp * sr, cp * cr, sp,
+                     sy * cr - cy * sp * sr, -sy * sr - cy * sp * cr, cy * cp],
+                    -1).reshape(-1, 3, 3)
+
+
 def angles_from_rotations(rotations: np.ndarray) -> np.ndarray:
     """(N, 3, 3) head rotations (camera-style model axes -> camera) -> (N, 3) yaw, pitch, roll."""
     rotations = np.asarray(rotations, np.float64).reshape(-1, 3, 3)
-    nose = rotations @ np.array([0.0, 0.0, -1.0])  # where the face points
+    nose = -rotations[:, :, 2]  # R (0, 0, -1): where the face points
     yaw = np.arctan2(nose[:, 0], -nose[:, 2])
     pitch = np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2]))
-    # Undo yaw and pitch; what is left of the eye line's direction is roll.
-    across = np.empty((len(rotations), 3))
-    for i, (rot, y, p) in enumerate(zip(rotations, yaw, pitch)):
-        across[i] = (_ry(y) @ _rx(p)).T @ rot @ np.array([1.0, 0.0, 0.0])
+    # Undo yaw and pitch; what is left of the eye line's direction (R e_x) is roll.
+    undo = _rotations(yaw, pitch, np.zeros_like(yaw))
+    across = np.einsum("nji,nj->ni", undo, rotations[:, :, 0])
     roll = np.arctan2(across[:, 1], across[:, 0])
     return np.degrees(np.stack([yaw, pitch, roll], 1))
 
@@ -92,7 +105,18 @@ def camera_matrix(width: int, height: int) -> np.ndarray:
 
 
 def solve_pose(landmarks68: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 68, 2) points -> (N, 3) angles in degrees and (N, 3, 3) rotations."""
+    """(N, 68, 2) points -> (N, 3) angles in degrees and (N, 3, 3) rotations.
+
+    One OpenCV solve per face (0.1 ms SQPnP + 0.17 ms Levenberg-Marquardt on the
+    2-core machine). A batched numpy Levenberg-Marquardt of the same problem for
+    all faces at once (weak-perspective starts at three yaws, 12 steps) was
+    measured against it on the 1,507 faces of tests/data/clip_faces.npz and kept
+    out: it is no faster for five faces (1.0 ms against 0.95 ms; numpy's cost per
+    call, about 25 calls a step, outweighs OpenCV's per-face work until some 10
+    faces), and the six points are noisy enough that the error is nearly flat
+    along the yaw for 4 % of the faces, where it ends 1 to 80 degrees away from
+    OpenCV's answer (at a lower error: OpenCV's LM stops early there).
+    """
     import cv2
 
     camera = camera_matrix(width, height)
