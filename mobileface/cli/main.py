@@ -278,8 +278,11 @@ def cmd_quantize(args) -> int:
                 "FAILED: its int8 model is not used"
             print(f"{group:<11} {verdict}")
             for g in report["gates"]:
+                detail = ", ".join(f"{k} {v}" for k, v in g.items() if k not in (
+                    "name", "measured", "bound", "passed", "criterion", "data")
+                    and not isinstance(v, (list, dict)))
                 print(f"{'':<11} {g['name']}: {g['measured']:g} ({g['bound']}) "
-                      f"{'ok' if g['passed'] else 'FAILED'}")
+                      f"{'ok' if g['passed'] else 'FAILED'}; {detail}")
             print(f"{'':<11} report {report_path(group)}")
         log.debug("%s", "; ".join(gate_summary(r) for r in reports.values()))
     return 0 if all(r["passed"] for r in reports.values()) else 1

@@ -21,8 +21,8 @@ folder laid out as the shared test data (``DATA/face_recognition``,
   model scores near the threshold are borderline for either model and do not
   count (the gate also reports how many images have exactly the same count).
   Gate: the share of images that agree >= ``min_detect_agreement`` (default 0.98).
-* **attributes** (age and gender): calibrated on the faces of the
-  ``knn_examples/train`` photos; checked on the faces of LFW-Aligned-100Pair and
+* **attributes** (age and gender): calibrated on the faces of the detector's
+  calibration photos and frames; checked on the faces of LFW-Aligned-100Pair and
   of the detector's photos and frames. Gates: gender decisions (p(male) >= 0.5)
   agree for >= 98 % of the faces, median |age difference| <= 1 year.
 * **embed** (dlib's ResNet): calibrated on the faces of every
@@ -162,6 +162,12 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _singles(blob: np.ndarray) -> list[np.ndarray]:
+    """One calibration input per face (onnxruntime's histogram calibrators need every
+    input of one shape)."""
+    return [blob[i:i + 1] for i in range(len(blob))]
 
 
 def cpu_record(flags=None) -> dict:
@@ -474,22 +480,21 @@ def quantize_groups(data: Path, groups: Iterable[str], bounds: Bounds | None = N
                                " ... of the clips"}
             elif group == "attributes":
                 sources = {name: folded_model(name) for name in made}
-                age, gender = face_blobs(analyzer, _read(
-                    _photos(data / "face_recognition" / "knn_examples" / "train")))
-                quantize_onnx(sources["age_v1"], made["age_v1"], "images",
-                              np.array_split(age, max(1, len(age) // 8)), ranges)
+                age, gender = face_blobs(analyzer, scenes.calibration)
+                quantize_onnx(sources["age_v1"], made["age_v1"], "images", _singles(age), ranges)
                 quantize_onnx(sources["gender_v1"], made["gender_v1"], "images",
-                              np.array_split(gender, max(1, len(gender) // 8)), ranges)
+                              _singles(gender), ranges)
                 lfw_images = _read(_photos(lfw))
                 blobs = [face_blobs(analyzer, lfw_images), face_blobs(analyzer, scenes.evaluation)]
                 blobs = (np.concatenate([b[0] for b in blobs]), np.concatenate([b[1] for b in blobs]))
                 gates = attributes_gates(blobs, sources, made, runtime, bounds)
-                calibration = {"faces": len(age), "what": "faces of the knn_examples/train photos"}
+                calibration = {"faces": len(age), "what": "faces of the knn_examples/train "
+                               f"photos and of frames {frame_step // 2}, "
+                               f"{frame_step // 2 + 2 * frame_step} ... of the clips"}
             else:
                 chips = embed_chips(analyzer, _read(_photos(data / "face_recognition")))
                 source = converted_model_path()
-                quantize_onnx(source, made["dlib_resnet_v1"], INPUT_NAME,
-                              np.array_split(chips, max(1, len(chips) // 8)), ranges)
+                quantize_onnx(source, made["dlib_resnet_v1"], INPUT_NAME, _singles(chips), ranges)
                 if not lfw.is_dir():
                     raise DataError(f"{lfw}: no such folder (the embedder's gate needs it)")
                 gates = embed_gates(lfw, analyzer, source, made["dlib_resnet_v1"], runtime,

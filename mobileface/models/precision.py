@@ -207,8 +207,9 @@ def choose(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]
 def model_files(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]]:
     """:func:`choose`, with its decision logged once per process at info level."""
     chosen, files, reason = choose(group, precision, flags)
-    _once(logging.INFO, (group, precision, chosen), "precision %s: %s runs at %s (%s)",
-          precision, group, chosen, reason)
+    # what "auto" decided is news; what was asked for is debug detail
+    _once(logging.INFO if precision == "auto" else logging.DEBUG, (group, precision, chosen),
+          "precision %s: %s runs at %s (%s)", precision, group, chosen, reason)
     return chosen, files
 
 
