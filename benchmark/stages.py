@@ -93,6 +93,10 @@ def main(argv=None) -> int:
                         help="time only the embedders (the default one and --embedder ones)")
     parser.add_argument("--precision", default="fp32,int8", metavar="LIST",
                         help="fp32, int8 or fp32,int8 (default: both, side by side)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each network alone on its prepared input (detector on "
+                             "the 640x360 frame, the others on the face) and show where its "
+                             "time goes, by operator type (onnxruntime's profiler)")
     args = parser.parse_args(argv)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions or set(precisions) - {"fp32", "int8"}:
@@ -203,6 +207,7 @@ def _run(args, precisions: list[str]) -> int:
         mxnet_ms = "" if r.get("mxnet_ms_per_face") is None else f"{r['mxnet_ms_per_face']:14.2f}"
         print(f"{r['stage']:<42} {r['precision'] or '':>5} {r['batch']:>5} "
               f"{r['ms_per_call']:9.2f} {per_face:>9} {mxnet_ms:>14}")
+    profiles = network_profiles(analyzer, int8, image, one, frame, args) if args.profile else []
     side = side_by_side(rows)
     if side:
         print(f"\n{'fp32 and int8, ms per call (frame) or face':<42} {'batch':>5} {'fp32':>8} "
@@ -214,9 +219,73 @@ def _run(args, precisions: list[str]) -> int:
               "enhance_frame": enhance_source,
               "runs": args.runs,
               "cpu_count": os.cpu_count(), "precisions": precisions,
-              "int8_flags": int8_flags(), "rows": rows, "side_by_side": side}
+              "int8_flags": int8_flags(), "rows": rows, "side_by_side": side,
+              "profiles": profiles}
     emit_json(result, args.json_out)
     return 0
+
+
+def network_profiles(analyzer, int8: dict, image, one, frame, args) -> list[dict]:
+    """Each network alone (batch 1): median ms and the share of its time per operator type,
+    printed as a table."""
+    from mobileface.stages.attributes import Attributes
+    from mobileface.stages.embed.dlib_resnet import DlibEmbedder
+    from mobileface.io.image import dlib_net_blob
+
+    fp32 = {s.name: s for s in analyzer.stages}
+    det32 = create_detector("retinaface", input_size=640, runtime=analyzer.runtime)
+    blob = det32._prepare(frame)[0]
+    age, gender = Attributes.blobs(image, one)
+    chip = dlib_net_blob(DlibEmbedder.chips(image, one))
+    nets = [("retinaface 640", "fp32", det32.session, det32.model_path, "input", blob)]
+    if "detect retinaface 640" in int8:
+        det8 = int8["detect retinaface 640"]
+        nets.append(("retinaface 640", "int8", det8.session, det8.model_path, "input", blob))
+    for precision, stages in (("fp32", fp32), ("int8", int8)):
+        if "attributes" in stages:
+            at = stages["attributes"]
+            nets += [("age", precision, at.age_session, at.model_paths["age_v1"], "images", age),
+                     ("gender", precision, at.gender_session, at.model_paths["gender_v1"],
+                      "images", gender)]
+        if "embed" in stages:
+            em = stages["embed"]
+            nets.append(("embed dlib", precision, em.session, str(em.model_path), "images", chip))
+    out = []
+    for label, precision, session, path, name, x in nets:
+        ms = median_ms(lambda: session.run(None, {name: x}), args.runs)
+        out.append({"network": label, "precision": precision, "ms": round(ms, 3),
+                    "ops": op_shares(path, name, x, args.threads)})
+    print(f"\n{'network alone, batch 1':<24} {'prec':>5} {'ms':>7}  share of time by operator")
+    for r in out:
+        ops = ", ".join(f"{op} {share:.0%}" for op, share in r["ops"][:4])
+        print(f"{r['network']:<24} {r['precision']:>5} {r['ms']:7.2f}  {ops}")
+    return out
+
+
+def op_shares(path: str, name: str, x, threads: int, runs: int = 20) -> list:
+    """[(operator type, share of the kernel time)] of ``runs`` runs, largest first."""
+    import collections
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, {name: x})
+        with open(session.end_profiling()) as fh:
+            events = json.load(fh)
+    by_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(by_op.values()) or 1
+    return [(op, round(t / total, 3)) for op, t in by_op.most_common()]
 
 
 def side_by_side(rows: list[dict]) -> list[dict]:

@@ -85,7 +85,9 @@ class RetinaFaceDetector(Detector):
         # compares them); by default the int8 file where runtime.precision picks it
         model = model_path or model_files("detect", runtime).get("retinaface_mnet025") \
             or folded_model("retinaface_mnet025")
-        self.session = create_session(str(model), runtime, "RetinaFace")
+        #: the ONNX file this detector runs
+        self.model_path = str(model)
+        self.session = create_session(self.model_path, runtime, "RetinaFace")
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = image.shape[:2]

@@ -41,10 +41,11 @@ class Attributes(Stage):
         their batch-norm Mul/Add folded into the convolutions (mobileface.models.graph)."""
         runtime = runtime or RuntimeConfig()
         paths = dict(model_paths) if model_paths else model_files("attributes", runtime)
-        self.age_session = create_session(str(paths.get("age_v1") or folded_model("age_v1")),
-                                          runtime, "age")
-        self.gender_session = create_session(
-            str(paths.get("gender_v1") or folded_model("gender_v1")), runtime, "gender")
+        #: the ONNX file of each net
+        self.model_paths = {name: str(paths.get(name) or folded_model(name))
+                            for name in ("age_v1", "gender_v1")}
+        self.age_session = create_session(self.model_paths["age_v1"], runtime, "age")
+        self.gender_session = create_session(self.model_paths["gender_v1"], runtime, "gender")
 
     @staticmethod
     def blobs(image: np.ndarray, faces: Faces) -> tuple[np.ndarray, np.ndarray]:
