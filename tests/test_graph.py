@@ -34,7 +34,7 @@ def face_blobs(analyzer):
     return np.concatenate([b[0] for b in blobs]), np.concatenate([b[1] for b in blobs])
 
 
-@pytest.mark.parametrize("name, blob_index, removed", [("age_v1", 0, 22), ("gender_v1", 1, 8)])
+@pytest.mark.parametrize("name, blob_index, removed", [("age_v1", 0, 22), ("gender_v1", 1, 10)])
 def test_folded_nets_give_the_same_outputs_on_real_faces(face_blobs, name, blob_index, removed):
     source = registry.onnx_bytes(name)
     model = onnx.load_from_string(source)
@@ -45,6 +45,8 @@ def test_folded_nets_give_the_same_outputs_on_real_faces(face_blobs, name, blob_
     assert sum(after.values()) == sum(before.values()) - removed
     if name == "age_v1":        # 11 Conv + 11 Mul + 16 Add: the 11 affine pairs fold, 5 residual Adds stay
         assert (before["Mul"], before["Add"], after["Mul"], after["Add"]) == (11, 16, 0, 5)
+    else:                       # 4 affine pairs, and 2 scalar Muls into the Gemms' alpha
+        assert (before["Mul"], before["Add"], after["Mul"], after["Add"]) == (6, 4, 0, 0)
     blob = face_blobs[blob_index]
     assert len(blob) >= 8                       # the faces of three photos
     expected = _unoptimised(source).run(None, {"images": blob})[0]
@@ -107,3 +109,24 @@ def test_what_is_not_affine_per_channel_stays(case):
     before = [n.op_type for n in model.graph.node]
     assert graph.fold_conv_affine(model) == 0
     assert [n.op_type for n in model.graph.node] == before
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_a_scalar_mul_before_a_gemm_goes_into_its_alpha(flatten):
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "s"], ["m"])]
+    if flatten:
+        nodes.append(helper.make_node("Flatten", ["m"], ["f"]))
+    nodes.append(helper.make_node("Gemm", ["f" if flatten else "m", "w", "b"], ["y"], alpha=2.0))
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([0.5], np.float32), "s"),
+         numpy_helper.from_array(rng.normal(size=(6, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(2, 6)).astype(np.float32)
+    expected = _unoptimised(model).run(None, {"x": x})[0]
+    assert graph.fold_conv_affine(model) == 1
+    assert "Mul" not in graph.op_counts(model)
+    assert_allclose(_unoptimised(model).run(None, {"x": x})[0], expected, rtol=1e-6)

@@ -12,6 +12,9 @@ it finds in any model, and leaves a node alone unless it is safe:
   output channels only (``(C,)`` would broadcast over the width: refused);
 * the Conv's output feeds that one node and is not an output of the graph.
 
+It also folds a ``Mul`` by a scalar constant that feeds a ``Gemm`` (directly or through
+a ``Flatten``) into the Gemm's ``alpha``.
+
 :func:`folded_model` applies it to a model of the registry once and caches the
 result in the model cache, keyed by the source's sha256 (checked on every use
 by :func:`~mobileface.models.registry.check_cached`).
@@ -29,7 +32,7 @@ from mobileface.models import registry
 log = logging.getLogger(__name__)
 
 #: bumped when the pass changes what it writes (a cached file of another version is redone)
-PASS_VERSION = 1
+PASS_VERSION = 2
 _FOLDABLE = ("Mul", "Add", "Sub", "Div")
 
 
@@ -87,8 +90,63 @@ def fold_conv_affine(model):
             break               # the maps are stale: rebuild them
         if not folded:
             break
+    removed += _fold_scalar_into_gemm(graph, inits, outputs)
     _drop_unused_initializers(graph)
     return removed
+
+
+def _fold_scalar_into_gemm(graph, inits, outputs) -> int:
+    """Fold ``Mul(x, scalar)`` whose output reaches a Gemm's first input (directly or through
+    one Flatten, which commutes with a scalar) into that Gemm's ``alpha``; nodes removed.
+    (The gender net scales by its dropout factor this way before each fully connected
+    layer: 12% of its float time.)"""
+    from onnx import helper, numpy_helper
+
+    removed = 0
+    while True:
+        consumers: dict[str, list] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        folded = False
+        for node in list(graph.node):
+            if node.op_type != "Mul" or len(node.input) != 2 or node.output[0] in outputs:
+                continue
+            const = [n for n in node.input if n in inits]
+            if len(const) != 1:
+                continue
+            value = numpy_helper.to_array(inits[const[0]])
+            if value.size != 1 or value.dtype.kind != "f":
+                continue
+            after = consumers.get(node.output[0], [])
+            if len(after) != 1:
+                continue
+            nxt = after[0]
+            if nxt.op_type == "Flatten" and nxt.output[0] not in outputs:
+                gemms = consumers.get(nxt.output[0], [])
+            else:
+                gemms = [nxt]
+            if len(gemms) != 1 or gemms[0].op_type != "Gemm" \
+                    or gemms[0].input[0] != (nxt.output[0] if nxt is not gemms[0]
+                                             else node.output[0]):
+                continue
+            gemm = gemms[0]
+            alpha = next((a for a in gemm.attribute if a.name == "alpha"), None)
+            scaled = (alpha.f if alpha is not None else 1.0) * float(value.reshape(()))
+            if alpha is not None:
+                gemm.attribute.remove(alpha)
+            gemm.attribute.append(helper.make_attribute("alpha", scaled))
+            source = next(n for n in node.input if n != const[0])
+            for other in graph.node:      # the Mul's consumer reads the Mul's input instead
+                for k, name in enumerate(other.input):
+                    if name == node.output[0]:
+                        other.input[k] = source
+            graph.node.remove(node)
+            removed += 1
+            folded = True
+            break
+        if not folded:
+            return removed
 
 
 def _conv_input(node, producer, consumers, outputs):
