@@ -45,7 +45,7 @@ def test_folded_nets_give_the_same_outputs_on_real_faces(face_blobs, name, blob_
     assert sum(after.values()) == sum(before.values()) - removed
     if name == "age_v1":        # 11 Conv + 11 Mul + 16 Add: the 11 affine pairs fold, 5 residual Adds stay
         assert (before["Mul"], before["Add"], after["Mul"], after["Add"]) == (11, 16, 0, 5)
-    else:                       # 4 affine pairs, and 2 scalar Muls into the Gemms' alpha
+    else:                       # 4 affine pairs, and 2 scalar Muls into the Gemms' weights
         assert (before["Mul"], before["Add"], after["Mul"], after["Add"]) == (6, 4, 0, 0)
     blob = face_blobs[blob_index]
     assert len(blob) >= 8                       # the faces of three photos
@@ -112,7 +112,7 @@ def test_what_is_not_affine_per_channel_stays(case):
 
 
 @pytest.mark.parametrize("flatten", [True, False])
-def test_a_scalar_mul_before_a_gemm_goes_into_its_alpha(flatten):
+def test_a_scalar_mul_before_a_gemm_goes_into_its_weights(flatten):
     rng = np.random.default_rng(2)
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "s"], ["m"])]
     if flatten:

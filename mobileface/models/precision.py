@@ -88,14 +88,6 @@ def int8_flags(flags=None) -> list[str]:
     return [f for f in INT8_FLAGS if f in flags]
 
 
-def group_of(name: str) -> str:
-    for group, names in GROUPS.items():
-        if name in names:
-            return group
-    raise ValueError(f"model {name!r} has no int8 version; those that do: "
-                     f"{', '.join(n for names in GROUPS.values() for n in names)}")
-
-
 def check_groups(groups) -> list[str]:
     groups = list(groups)
     unknown = [g for g in groups if g not in GROUPS]
@@ -178,7 +170,7 @@ def choose(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]
     that cannot be had raises a one-line ModelError naming the command that makes it.
     """
     check_precision(precision)
-    group_of(GROUPS[group][0])
+    check_groups([group])
     if precision == "fp32":
         return "fp32", {}, "asked for fp32"
     here = int8_flags(flags)
