@@ -16,8 +16,8 @@ folder laid out as the shared test data (``DATA/face_recognition``,
   frames 0, 10, 20 ... of ``friends1.mp4``, ``friends2.mp4`` (where present) and
   ``short_hamilton_clip.mp4``, at input sizes 640 and 480. An image agrees when
   the two models find the same faces: every face one model scores at least
-  :data:`CLEAR_MARGIN` above the detection threshold is matched (greedily, by
-  IoU) by a face the other model finds, with IoU >= 0.5. Faces that only one
+  :data:`CLEAR_MARGIN` above the detection threshold overlaps a face the other
+  model finds with IoU >= 0.5. Faces that only one
   model scores near the threshold are borderline for either model and do not
   count (the gate also reports how many images have exactly the same count).
   Gate: the share of images that agree >= ``min_detect_agreement`` (default 0.98).
@@ -331,8 +331,9 @@ def detect_gate(images: list, fp32_path: Path, int8_path: Path, runtime,
 
 
 def _same_faces(a, b, threshold: float) -> tuple[bool, list[float]]:
-    """Clear faces of each model (score >= threshold + CLEAR_MARGIN) must be matched by a
-    face of the other (any score above the threshold) with IoU >= MATCH_IOU."""
+    """Whether every clear face of each model (score >= threshold + CLEAR_MARGIN) overlaps a
+    face of the other (any it found) with IoU >= MATCH_IOU; the best IoU of each face of
+    ``a`` that does."""
     from mobileface.detect.boxes import iou_matrix
 
     if len(a) == 0 and len(b) == 0:
@@ -349,7 +350,8 @@ def _same_faces(a, b, threshold: float) -> tuple[bool, list[float]]:
 
 
 def face_blobs(analyzer, images: list, kind: str = "auto"):
-    """Every face of ``images`` (the main face of crops): (age blobs, gender blobs, count)."""
+    """The inputs of the age and gender nets for every face of ``images`` (the main face of
+    a crop): (N, 3, 64, 64) and (N, 3, 32, 32)."""
     from mobileface.detect.locate import find_main_face
     from mobileface.stages.attributes import Attributes
 
@@ -441,74 +443,115 @@ def embed_gates(lfw: Path, analyzer, fp32_path: Path, int8_path: Path, runtime,
 # the command
 
 
+@dataclass
+class Job:
+    """What every group's quantisation needs: the data, the float analyzer that finds the
+    faces (landmarks included), the runtime, the bounds and where the new files go."""
+
+    data: Path
+    analyzer: object
+    runtime: object
+    bounds: Bounds
+    ranges: str
+    frame_step: int
+    tmp: Path
+    scenes: Images | None = None
+
+    @property
+    def lfw(self) -> Path:
+        return self.data / "mobileface" / "LFW-Aligned-100Pair"
+
+    @property
+    def frames(self) -> str:
+        first = self.frame_step // 2
+        return f"frames {first}, {first + 2 * self.frame_step} ... of the clips"
+
+    def made(self, group: str) -> dict[str, Path]:
+        return {name: self.tmp / f"{name}-int8.onnx" for name in precision.GROUPS[group]}
+
+
+def quantize_detect(job: Job) -> tuple[dict, list[dict], dict]:
+    """RetinaFace: (the int8 file made, its gates, what it was calibrated on)."""
+    from mobileface.models.graph import folded_model
+
+    made = job.made("detect")
+    source = folded_model("retinaface_mnet025")
+    calib = [detector_blob(image) for _, image in job.scenes.calibration]
+    quantize_onnx(source, made["retinaface_mnet025"], "input", calib, job.ranges,
+                  convs_only=True, float_convs=DETECT_FLOAT_CONVS)
+    gates = [detect_gate(job.scenes.evaluation, source, made["retinaface_mnet025"],
+                         job.runtime, job.bounds.min_detect_agreement)]
+    return made, gates, {"images": len(calib),
+                         "what": f"knn_examples/train photos and {job.frames}"}
+
+
+def quantize_attributes(job: Job) -> tuple[dict, list[dict], dict]:
+    """The age and gender nets: (the int8 files made, their gates, the calibration)."""
+    from mobileface.models.graph import folded_model
+
+    made = job.made("attributes")
+    sources = {name: folded_model(name) for name in made}
+    age, gender = face_blobs(job.analyzer, job.scenes.calibration)
+    for name, blob in (("age_v1", age), ("gender_v1", gender)):
+        quantize_onnx(sources[name], made[name], "images", _singles(blob), job.ranges)
+    checked = [face_blobs(job.analyzer, _read(_photos(job.lfw))),
+               face_blobs(job.analyzer, job.scenes.evaluation)]
+    blobs = tuple(np.concatenate([b[k] for b in checked]) for k in (0, 1))
+    gates = attributes_gates(blobs, sources, made, job.runtime, job.bounds)
+    return made, gates, {"faces": len(age),
+                         "what": f"faces of the knn_examples/train photos and of {job.frames}"}
+
+
+def quantize_embed(job: Job) -> tuple[dict, list[dict], dict]:
+    """dlib's ResNet: (the int8 file made, its gates, the calibration)."""
+    from mobileface.convert.dlib_resnet import INPUT_NAME, converted_model_path
+
+    if not job.lfw.is_dir():
+        raise DataError(f"{job.lfw}: no such folder (the embedder's gate needs it)")
+    made = job.made("embed")
+    chips = embed_chips(job.analyzer, _read(_photos(job.data / "face_recognition")))
+    source = converted_model_path()
+    quantize_onnx(source, made["dlib_resnet_v1"], INPUT_NAME, _singles(chips), job.ranges)
+    gates = embed_gates(job.lfw, job.analyzer, source, made["dlib_resnet_v1"], job.runtime,
+                        job.bounds)
+    return made, gates, {"faces": len(chips), "what": "faces of the face_recognition photos"}
+
+
+QUANTIZERS = {"detect": quantize_detect, "attributes": quantize_attributes,
+              "embed": quantize_embed}
+
+
 def quantize_groups(data: Path, groups: Iterable[str], bounds: Bounds | None = None,
                     ranges: str = "percentile", frame_step: int = 10, threads: int = 0,
                     flags=None) -> dict[str, dict]:
     """Make, check and install the int8 models of ``groups``; the report of each group."""
-    from mobileface.convert.dlib_resnet import INPUT_NAME, converted_model_path
-    from mobileface.models.graph import folded_model
     from mobileface.models.runtime import RuntimeConfig
     from mobileface.pipeline.image import FaceAnalyzer
 
     groups = precision.check_groups(groups)
-    bounds = bounds or Bounds()
     if frame_step < 2:
         raise ValueError(f"frame step must be >= 2, got {frame_step}")
     data = Path(data)
     if not data.is_dir():
         raise DataError(f"{data}: no such folder (give --data, the shared test data)")
-    runtime = RuntimeConfig(intra_op_threads=threads)
-    analyzer = FaceAnalyzer(stages=("landmarks",), threads=threads, precision="fp32")
-    scenes = scene_images(data, frame_step) if {"detect", "attributes"} & set(groups) else None
-    lfw = data / "mobileface" / "LFW-Aligned-100Pair"
     reports = {}
     with tempfile.TemporaryDirectory() as tmp, _quiet_reader():
+        job = Job(data, FaceAnalyzer(stages=("landmarks",), threads=threads, precision="fp32"),
+                  RuntimeConfig(intra_op_threads=threads), bounds or Bounds(), ranges,
+                  frame_step, Path(tmp))
+        if {"detect", "attributes"} & set(groups):
+            job.scenes = scene_images(data, frame_step)
         for group in groups:
             begin = time.perf_counter()
-            made = {name: Path(tmp) / f"{name}-int8.onnx" for name in precision.GROUPS[group]}
-            if group == "detect":
-                from mobileface.detect.retinaface import RetinaFaceDetector
-
-                source = folded_model("retinaface_mnet025")
-                calib = [detector_blob(image) for _, image in scenes.calibration]
-                quantize_onnx(source, made["retinaface_mnet025"], "input", calib, ranges,
-                              convs_only=True, float_convs=DETECT_FLOAT_CONVS)
-                gates = [detect_gate(scenes.evaluation, source, made["retinaface_mnet025"],
-                                     runtime, bounds.min_detect_agreement)]
-                calibration = {"images": len(calib), "what": "knn_examples/train photos and "
-                               f"frames {frame_step // 2}, {frame_step // 2 + 2 * frame_step}"
-                               " ... of the clips"}
-            elif group == "attributes":
-                sources = {name: folded_model(name) for name in made}
-                age, gender = face_blobs(analyzer, scenes.calibration)
-                quantize_onnx(sources["age_v1"], made["age_v1"], "images", _singles(age), ranges)
-                quantize_onnx(sources["gender_v1"], made["gender_v1"], "images",
-                              _singles(gender), ranges)
-                lfw_images = _read(_photos(lfw))
-                blobs = [face_blobs(analyzer, lfw_images), face_blobs(analyzer, scenes.evaluation)]
-                blobs = (np.concatenate([b[0] for b in blobs]), np.concatenate([b[1] for b in blobs]))
-                gates = attributes_gates(blobs, sources, made, runtime, bounds)
-                calibration = {"faces": len(age), "what": "faces of the knn_examples/train "
-                               f"photos and of frames {frame_step // 2}, "
-                               f"{frame_step // 2 + 2 * frame_step} ... of the clips"}
-            else:
-                chips = embed_chips(analyzer, _read(_photos(data / "face_recognition")))
-                source = converted_model_path()
-                quantize_onnx(source, made["dlib_resnet_v1"], INPUT_NAME, _singles(chips), ranges)
-                if not lfw.is_dir():
-                    raise DataError(f"{lfw}: no such folder (the embedder's gate needs it)")
-                gates = embed_gates(lfw, analyzer, source, made["dlib_resnet_v1"], runtime,
-                                    bounds)
-                calibration = {"faces": len(chips), "what": "faces of the face_recognition photos"}
-            method = (f"static QDQ, weights int8 per channel, activations uint8, {ranges} "
-                      "ranges")
+            made, gates, calibration = QUANTIZERS[group](job)
+            method = f"static QDQ, weights int8 per channel, activations uint8, {ranges} ranges"
             if group == "detect":
                 method += (f"; convolutions only, the first {DETECT_FLOAT_CONVS} (backbone "
                            "stage 1) left in float")
-            report = {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "method": method, "data": str(data),
-                      "calibration": calibration, "cpu": cpu_record(flags),
-                      "seconds": round(time.perf_counter() - begin, 1), "gates": gates}
-            install(group, made, report)
+            install(group, made, {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "method": method, "data": str(data),
+                                  "calibration": calibration, "cpu": cpu_record(flags),
+                                  "seconds": round(time.perf_counter() - begin, 1),
+                                  "gates": gates})
             reports[group] = precision.read_report(group)
     return reports
