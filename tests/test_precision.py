@@ -171,6 +171,18 @@ def test_forced_int8_without_the_model_is_one_line_and_exit_2(tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "--precision int8" in err and "python -m mobileface models quantize" in err
+    # the video app too
+    from scripts import load_script
+
+    clip = FR / "short_hamilton_clip.mp4"
+    if clip.is_file():
+        app = load_script("apps/infer_on_video.py")
+        assert app.main(["-f", str(clip), "-d", "0.2", "--precision", "int8",
+                         "--no-recognition"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "Traceback" not in "\n".join(err)
+        assert any("--precision int8: no int8" in line and "models quantize" in line
+                   for line in err)
     from mobileface import FaceAnalyzer
 
     with pytest.raises(ModelError, match="models quantize --models detect"):
@@ -223,3 +235,21 @@ def test_bad_precision_values_are_refused():
     with pytest.raises(ValueError, match="model group"):
         precision.check_groups(["landmarks"])
     assert main(["models", "quantize", "--models", "pose"]) == 2
+
+
+def test_a_damaged_report_is_fp32_for_auto_and_one_line_for_int8(in_cache, monkeypatch):
+    path = precision.report_path("embed")
+    saved = path.read_text()
+    monkeypatch.setattr(precision, "cpu_flags", lambda path=None: VNNI)
+    try:
+        for text in ("{not json", json.dumps({**json.loads(saved), "models": [1]}),
+                     json.dumps({**json.loads(saved), "gates": [{"name": "x"}]})):
+            path.write_text(text)
+            chosen, _, reason = precision.choose("embed", "auto")
+            assert chosen == "fp32" and "models quantize --models embed" in reason
+            with pytest.raises(ModelError, match="^--precision int8: ") as exc:
+                precision.choose("embed", "int8")
+            assert "\n" not in str(exc.value)
+    finally:
+        path.write_text(saved)
+    assert precision.choose("embed", "auto")[0] == "int8"

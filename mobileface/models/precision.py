@@ -119,10 +119,22 @@ def read_report(group: str) -> dict | None:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the int8 report {path}: {exc}; run {COMMAND} "
                          f"--models {group}") from None
-    if not isinstance(report, dict) or report.get("version") != REPORT_VERSION:
+    if not _well_formed(report):
         raise ModelError(f"{path} is not an int8 report this version understands; run "
                          f"{COMMAND} --models {group}")
     return report
+
+
+def _well_formed(report) -> bool:
+    """The fields the choice reads have the types it expects."""
+    return isinstance(report, dict) and report.get("version") == REPORT_VERSION \
+        and isinstance(report.get("models"), dict) \
+        and all(isinstance(m, dict) for m in report["models"].values()) \
+        and isinstance(report.get("cpu"), dict) \
+        and isinstance(report["cpu"].get("int8_flags", []), list) \
+        and isinstance(report.get("gates"), list) \
+        and all(isinstance(g, dict) and {"name", "measured", "bound", "passed"} <= set(g)
+                for g in report["gates"])
 
 
 def write_report(group: str, report: dict) -> Path:
@@ -174,7 +186,12 @@ def choose(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]
     if precision == "fp32":
         return "fp32", {}, "asked for fp32"
     here = int8_flags(flags)
-    files, why, report = usable_int8(group)
+    try:
+        files, why, report = usable_int8(group)
+    except ModelError as exc:
+        if precision == "int8":
+            raise ModelError(f"--precision int8: {exc}") from None
+        return "fp32", {}, str(exc)        # auto: a damaged report is no reason to stop
     if precision == "int8":
         if files is None:
             raise ModelError(f"--precision int8: {why}")
