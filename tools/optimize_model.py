@@ -4,17 +4,20 @@ the speed-up and the change in verification accuracy.
     python tools/optimize_model.py DATA [--pairs pairs.txt] [--calib DIR] [--method static]
                                    [--max-loss 0.005] [--out DIR]
 
-Works on the default embedder (dlib's ResNet, converted to ONNX). Writes into
---out the graph-optimised model (onnxruntime, level EXTENDED), the int8 model
-and optimize.json; copies the int8 model into the model cache with its report,
-where ``--embedder dlib-int8`` (any tool) or ``FaceAnalyzer(embedder="dlib-int8")``
-finds it. The int8 model is marked usable only when its 10-fold accuracy on
-DATA (a folder-per-person tree, or the image root of --pairs; see
-benchmark/lfw.py) is at most --max-loss below the float model's; otherwise
-"dlib-int8" refuses to load and the exit code is 1.
+Works on the default embedder (dlib's ResNet, converted to ONNX), with the same
+quantiser and report as ``python -m mobileface models quantize --models embed``
+(mobileface/eval/quantize.py), and adds the speed comparison. Writes into --out
+the graph-optimised model (onnxruntime, level EXTENDED), the int8 model and
+optimize.json; installs the int8 model into the model cache with its gate report,
+where ``--precision int8|auto`` and ``--embedder dlib-int8`` find it. The int8
+model passes only when its 10-fold accuracy on DATA (a folder-per-person tree,
+or the image root of --pairs; see benchmark/lfw.py) is at most --max-loss below
+the float model's and its embeddings are within a mean cosine of 0.99 of the
+float ones; otherwise it is refused and the exit code is 1.
 
 --method static (default): weights int8 per channel, activations uint8, QDQ,
-activation ranges (--ranges percentile, the default, minmax or entropy) calibrated on face chips of --calib (any folder of photos or crops, searched
+activation ranges (--ranges percentile, the default, minmax or entropy)
+calibrated on face chips of --calib (any folder of photos or crops, searched
 recursively; default: DATA's images, which the report flags, since the check
 is fairer on faces the calibration has not seen). --method dynamic: weights
 only; activations are quantised at run time.
