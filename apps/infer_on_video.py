@@ -162,7 +162,8 @@ def run(args) -> int:
     try:
         config = PipelineConfig(detector=args.detector, det_size=args.det_size,
                                 det_threshold=args.det_threshold, providers=tuple(providers(args)),
-                                threads=args.threads, embedder=args.embedder,
+                                threads=args.threads, precision=args.precision,
+                                embedder=args.embedder,
                                 recognition=not args.no_recognition, threshold=args.threshold,
                                 margin=args.margin, enhance=args.enhance,
                                 mode=RunningMode.STREAM if source.live else RunningMode.VIDEO)

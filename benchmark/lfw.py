@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default: {DEFAULT_MAX_IMPOSTORS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random pairs (default: 0)")
     common.add_embedding_options(parser)
-    common.add_model_options(parser, embedder=False)
+    common.add_model_options(parser, embedder=False, precision="fp32")
     common.add_logging_options(parser)
     return parser
 

@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fr-frames", type=int, default=60,
                         help="frames face_recognition is timed on (it is slow; default 60; "
                              "0 skips it)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                        help="model precision, as the app's --precision (default: auto)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     video = Path(args.video)
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mobileface-bench-") as tmp:
         workdir = Path(tmp)
-        pipeline = FacePipeline.from_config(PipelineConfig(det_size=args.det_size, threads=args.threads))
+        pipeline = FacePipeline.from_config(PipelineConfig(det_size=args.det_size, threads=args.threads,
+                                                           precision=args.precision))
         if args.facebank:
             from mobileface.identity.store import open_facebank
 
@@ -176,7 +179,8 @@ def main(argv=None) -> int:
     size = f"{int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
     capture.release()
     print(f"video: {video.name} {size}, played {args.loops} times: {frames} frames a run; "
-          f"cpu cores: {os.cpu_count()}")
+          f"cpu cores: {os.cpu_count()}; precision {args.precision}: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(pipeline.runtime.chosen.items())))
     print(f"{'pipeline':<58} {'fps':>7}")
     print(f"{'floor: OpenCV decode + encode only':<58} {floor:7.1f}  "
           f"(median of {' '.join(f'{f:.0f}' for f in floors)})")
@@ -198,6 +202,7 @@ def main(argv=None) -> int:
     print("inference ms/frame: " + ", ".join(f"{k} {v}" for k, v in ours["stage_ms"].items()))
     result = {"benchmark": "video", "video": video.name, "size": size, "frames": frames,
               "cpu_count": os.cpu_count(), "det_size": args.det_size,
+              "precision": args.precision, "chosen": dict(pipeline.runtime.chosen),
               "loops": args.loops, "repeat": args.repeat, "floor_fps_runs": [round(f, 2) for f in floors],
               "floor_fps": round(floor, 2), "ours_fps": round(ours["fps"], 2),
               "face_recognition_fps": round(theirs["fps"], 2) if theirs else None,

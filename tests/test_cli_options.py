@@ -52,3 +52,35 @@ def test_take_pic_refuses_a_min_quality_outside_0_to_1(value, tmp_path, capsys):
                           "--min-quality", value])
     err = capsys.readouterr().err
     assert code == 2 and "--min-quality" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("where", ["analyze", "verify", "facebank add", "infer_on_video",
+                                   "take_pic", "viewer", "gui"])
+def test_every_tool_takes_precision(where, capsys):
+    """--precision auto|fp32|int8 wherever models are chosen; another value is argparse's
+    one-line usage error (exit code 2)."""
+    from scripts import load_script
+
+    if where in ("infer_on_video", "take_pic"):
+        parser = load_script(f"apps/{where}.py").build_parser()
+        head = ["-f", "clip.mp4"] if where == "infer_on_video" else ["-n", "Ann"]
+    elif where == "viewer":
+        from mobileface.gui import build_parser as viewer_parser
+
+        parser, head = viewer_parser(), []
+    else:
+        parser = build_parser()
+        head = {"analyze": ["analyze", "x.jpg"], "verify": ["verify", "a.jpg", "b.jpg"],
+                "facebank add": ["facebank", "add", "Ann", "a.jpg"], "gui": ["gui"]}[where]
+    assert parser.parse_args(head).precision == "auto"
+    assert parser.parse_args(head + ["--precision", "int8"]).precision == "int8"
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(head + ["--precision", "fp16"])
+    assert exit_.value.code == 2 and "--precision" in capsys.readouterr().err
+
+
+def test_models_quantize_options():
+    args = build_parser().parse_args(["models", "quantize", "--models", "embed",
+                                      "--max-age-diff", "0"])
+    assert (args.models_command, args.models, args.max_age_diff) == ("quantize", "embed", 0.0)
+    assert build_parser().parse_args(["models"]).models_command is None

@@ -10,7 +10,8 @@ import pytest
 from conftest import DATA
 from mobileface.stages.embed import INT8_EMBEDDER, create_embedder
 from mobileface.errors import ModelError
-from mobileface.stages.embed.int8 import REPORT_VERSION, int8_paths, is_usable
+from mobileface.models.precision import REPORT_VERSION
+from mobileface.stages.embed.int8 import int8_paths, is_usable
 from scripts import load_script
 
 optimize = load_script("tools/optimize_model.py")
@@ -58,7 +59,12 @@ def test_optimize_five_people_then_load_dlib_int8(cache, tmp_path, capsys, astro
     assert code == 0 and report["usable"] is True
     assert report == json.loads((out / "optimize.json").read_text())
     model, sidecar = int8_paths()
-    assert model.parent == cache and json.loads(sidecar.read_text())["usable"] is True
+    assert model.parent == cache and json.loads(sidecar.read_text())["passed"] is True
+    # the report every int8 model has (mobileface.models.precision), with both gates
+    cached = json.loads(sidecar.read_text())
+    assert [g["name"] for g in cached["gates"]] == ["embed: 10-fold accuracy lost",
+                                                    "embed: mean cosine to fp32"]
+    assert cached["models"]["dlib_resnet_v1"]["int8_sha256"] == report["int8_sha256"]
     assert report["calibration"]["faces"] == 9 and not report["calibration"]["overlaps_evaluation"]
     rows = {r["model"]: r for r in report["models"]}
     assert set(rows) == {"float", "float-opt", "int8"}
@@ -74,8 +80,9 @@ def test_optimize_five_people_then_load_dlib_int8(cache, tmp_path, capsys, astro
     a, b = int8.embedding[0], full.embedding[0]
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99
     stage = create_embedder(INT8_EMBEDDER)
-    assert stage.model_id.startswith("dlib_resnet_v1-int8:")
-    assert stage.model_id != create_embedder("dlib").model_id
+    # its gate proved it equivalent: it shares the float model's id (facebanks mix them)
+    assert stage.model_id == create_embedder("dlib").model_id
+    assert stage.model_path == model
     # `mobileface verify` with it: dlib's euclidean measure, no spec needed
     import cv2
 
@@ -90,10 +97,12 @@ def test_optimize_five_people_then_load_dlib_int8(cache, tmp_path, capsys, astro
 
     # the guard: a failed check, an altered file or a stale report is refused
     saved = sidecar.read_text()
-    sidecar.write_text(json.dumps({**json.loads(saved), "usable": False}))
-    with pytest.raises(ModelError, match="failed its accuracy check"):
+    sidecar.write_text(json.dumps({**json.loads(saved), "passed": False}))
+    with pytest.raises(ModelError, match="failed its accuracy gate"):
         create_embedder(INT8_EMBEDDER)
-    sidecar.write_text(json.dumps({**json.loads(saved), "source_sha256": "0" * 64}))
+    stale = json.loads(saved)
+    stale["models"]["dlib_resnet_v1"]["source_sha256"] = "0" * 64
+    sidecar.write_text(json.dumps(stale))
     with pytest.raises(ModelError, match="another version"):
         create_embedder(INT8_EMBEDDER)
     sidecar.write_text(saved)
@@ -104,11 +113,11 @@ def test_optimize_five_people_then_load_dlib_int8(cache, tmp_path, capsys, astro
 
 
 def test_dlib_int8_without_the_tool_says_what_to_run(cache):
-    with pytest.raises(ModelError, match="run python tools/optimize_model.py"):
+    with pytest.raises(ModelError, match="run python -m mobileface models quantize"):
         create_embedder(INT8_EMBEDDER)
     _, sidecar = int8_paths()
     sidecar.write_text(json.dumps({"version": REPORT_VERSION + 1}))
-    with pytest.raises(ModelError, match="again"):
+    with pytest.raises(ModelError, match="not an int8 report this version understands"):
         create_embedder(INT8_EMBEDDER)
     sidecar.write_text("{not json")
     with pytest.raises(ModelError, match="cannot read"):

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use at most this many images of each person")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here")
     common.add_embedding_options(parser)
-    common.add_model_options(parser, embedder=False)
+    common.add_model_options(parser, embedder=False, precision="fp32")
     common.add_logging_options(parser)
     return parser
 

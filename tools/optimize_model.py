@@ -4,17 +4,20 @@ the speed-up and the change in verification accuracy.
     python tools/optimize_model.py DATA [--pairs pairs.txt] [--calib DIR] [--method static]
                                    [--max-loss 0.005] [--out DIR]
 
-Works on the default embedder (dlib's ResNet, converted to ONNX). Writes into
---out the graph-optimised model (onnxruntime, level EXTENDED), the int8 model
-and optimize.json; copies the int8 model into the model cache with its report,
-where ``--embedder dlib-int8`` (any tool) or ``FaceAnalyzer(embedder="dlib-int8")``
-finds it. The int8 model is marked usable only when its 10-fold accuracy on
-DATA (a folder-per-person tree, or the image root of --pairs; see
-benchmark/lfw.py) is at most --max-loss below the float model's; otherwise
-"dlib-int8" refuses to load and the exit code is 1.
+Works on the default embedder (dlib's ResNet, converted to ONNX), with the same
+quantiser and report as ``python -m mobileface models quantize --models embed``
+(mobileface/eval/quantize.py), and adds the speed comparison. Writes into --out
+the graph-optimised model (onnxruntime, level EXTENDED), the int8 model and
+optimize.json; installs the int8 model into the model cache with its gate report,
+where ``--precision int8|auto`` and ``--embedder dlib-int8`` find it. The int8
+model passes only when its 10-fold accuracy on DATA (a folder-per-person tree,
+or the image root of --pairs; see benchmark/lfw.py) is at most --max-loss below
+the float model's and its embeddings are within a mean cosine of 0.99 of the
+float ones; otherwise it is refused and the exit code is 1.
 
 --method static (default): weights int8 per channel, activations uint8, QDQ,
-activation ranges (--ranges minmax, percentile or entropy) calibrated on face chips of --calib (any folder of photos or crops, searched
+activation ranges (--ranges percentile, the default, minmax or entropy)
+calibrated on face chips of --calib (any folder of photos or crops, searched
 recursively; default: DATA's images, which the report flags, since the check
 is fairer on faces the calibration has not seen). --method dynamic: weights
 only; activations are quantised at run time.
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -53,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use at most this many calibration images (default: 200)")
     parser.add_argument("--method", choices=METHODS, default="static",
                         help="int8 quantisation method (default: static)")
-    parser.add_argument("--ranges", choices=CALIBRATIONS, default="minmax",
+    parser.add_argument("--ranges", choices=CALIBRATIONS, default="percentile",
                         help="static method: activation ranges from the extremes the "
-                             "calibration faces reach (minmax, default), ignoring their top "
-                             "0.001%% (percentile), or by onnxruntime's entropy search")
+                             "calibration faces reach (minmax), ignoring their top "
+                             "0.001%% (percentile, default: the one that passes the gate, as "
+                             "in python -m mobileface models quantize), or by onnxruntime's "
+                             "entropy search")
     parser.add_argument("--max-loss", type=float, default=DEFAULT_MAX_LOSS,
                         help="the most 10-fold accuracy the int8 model may lose and still be "
                              f"usable, as a fraction (default: {DEFAULT_MAX_LOSS} = "
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=KINDS, default="auto",
                         help="photo, crop or auto (default), as in benchmark/lfw.py")
-    common.add_model_options(parser, embedder=False)
+    common.add_model_options(parser, embedder=False, precision="fp32")
     common.add_logging_options(parser)
     return parser
 
@@ -127,18 +131,14 @@ def speed(path: Path, chips: np.ndarray, runs: int, threads: int) -> dict:
             "batch8_ms_per_face": round(b8 / 8, 3)}
 
 
-def _atomic_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
 def run(args) -> int:
     from mobileface.models import registry
-    from mobileface.convert.dlib_resnet import MODEL_NAME, converted_model_path
+    from mobileface.convert.dlib_resnet import INPUT_NAME, MODEL_NAME, converted_model_path
     from mobileface.stages.embed.dlib_resnet import DlibEmbedder
-    from mobileface.stages.embed.int8 import (REPORT_VERSION, cpu_description, int8_paths, is_usable,
-                                     optimize_graph, quantize)
+    from mobileface.eval.quantize import cpu_record, gate, install, quantize_onnx
+    from mobileface.models.graph import optimize_graph
+    from mobileface.models.precision import Bounds
+    from mobileface.stages.embed.int8 import int8_paths, is_usable
 
     if not 0 <= args.max_loss < 1:
         raise ValueError("--max-loss must be a fraction in [0, 1)")
@@ -160,8 +160,8 @@ def run(args) -> int:
     int8_out = out / f"{MODEL_NAME}-int8-{variant}.onnx"
     optimize_graph(float_path, opt_path)
     begin = time.perf_counter()
-    quantize(float_path, int8_out, args.method, np.array_split(chips, max(1, len(chips) // 8)),
-             args.ranges)
+    quantize_onnx(float_path, int8_out, INPUT_NAME, np.array_split(chips, max(1, len(chips) // 8)),
+                  args.ranges, args.method)
     quantize_s = time.perf_counter() - begin
 
     embedders = {"float": DlibEmbedder(runtime),
@@ -202,8 +202,15 @@ def run(args) -> int:
         })
 
     int8_cache, report_cache = int8_paths()
+    min_cosine = Bounds().min_cosine
+    gates = [gate("embed: 10-fold accuracy lost", loss, args.max_loss, False,
+                  accuracy_fp32=round(acc["float"], 6), accuracy_int8=round(acc["int8"], 6),
+                  data=str(args.data), pairs=int(len(pairs.same)), pairs_left_out=dropped),
+             gate("embed: mean cosine to fp32", float(drift["int8"].mean()), min_cosine, True,
+                  min=round(float(drift["int8"].min()), 6))]
+    usable = usable and gates[1]["passed"]
     report = {
-        "version": REPORT_VERSION, "tool": "optimize_model", "model": MODEL_NAME,
+        "tool": "optimize_model", "model": MODEL_NAME,
         "source_sha256": registry.get_spec(MODEL_NAME).sha256,
         "method": variant,
         "method_detail": (f"static QDQ: weights int8 per channel, activations uint8, "
@@ -218,22 +225,23 @@ def run(args) -> int:
                        "images": {"total": len(ok), **embedded.counts()},
                        "score": "cosine similarity of L2-normalised embeddings"},
         "threads": threads, "runs": args.runs, "quantize_seconds": round(quantize_s, 1),
-        "cpu": cpu_description(),
+        "cpu": cpu_record(),
         "accuracy_float": round(acc["float"], 6), "accuracy_int8": round(acc["int8"], 6),
         "accuracy_loss": round(loss, 6), "max_loss": args.max_loss, "usable": bool(usable),
         "int8_sha256": registry.sha256_file(int8_out),
-        "models": rows,
+        "gates": gates, "models": rows,
     }
 
-    # the cache copy is what "dlib-int8" loads: drop the old report first, so that a
-    # half-finished update never pairs one model with another's report
-    report_cache.unlink(missing_ok=True)
-    _atomic_copy(int8_out, int8_cache)
+    # the cache copy is what "dlib-int8" and --precision int8/auto load, with the report
+    # every quantised model has (mobileface.eval.quantize.install)
+    install("embed", {MODEL_NAME: int8_out},
+            {"made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tool": "optimize_model",
+             "method": report["method_detail"], "data": str(args.data),
+             "calibration": report["calibration"], "cpu": report["cpu"],
+             "seconds": round(quantize_s, 1), "gates": gates})
     report["installed_as"] = str(int8_cache)
+    report["report"] = str(report_cache)
     text = json.dumps(report, indent=2)
-    tmp = report_cache.with_name(f".{report_cache.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, report_cache)
     (out / "optimize.json").write_text(text)
 
     print(f"evaluation: {vset.described}; {pairs.source}")
@@ -248,7 +256,7 @@ def run(args) -> int:
         print(f"{r['model']:<10} {r['size_mb']:6.1f} {r['start_ms']:9.1f} {r['batch1_ms']:7.2f} "
               f"{r['batch8_ms_per_face']:10.2f} {r['speedup_batch1']:7.2f}x/{r['speedup_batch8']:.2f}x "
               f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f} {r['auc']:7.4f} {cos:>13}")
-    verdict = "usable" if usable else "NOT usable: dlib-int8 will refuse to load"
+    verdict = "usable" if usable else "NOT usable: dlib-int8 and --precision int8 refuse it"
     if usable and rows[-1]["speedup_batch1"] < 1:
         verdict += f" (but {1 / rows[-1]['speedup_batch1']:.1f}x slower than float here)"
     print(f"int8 ({variant}) accuracy change: {-loss:+.4f} (bound: a loss of at most "

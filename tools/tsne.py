@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random seed (default: 0)")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here")
     common.add_embedding_options(parser)
-    common.add_model_options(parser, embedder=False)
+    common.add_model_options(parser, embedder=False, precision="fp32")
     common.add_logging_options(parser)
     return parser
 

@@ -80,9 +80,11 @@ def share_logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
-                      embedder: bool = True, threads: int = 0) -> None:
-    """--detector, --det-size, --det-threshold, --providers, --threads and, with ``embedder``,
-    one --embedder (scripts comparing models take add_embedding_options' repeatable one)."""
+                      embedder: bool = True, threads: int = 0, precision: str = "auto") -> None:
+    """--detector, --det-size, --det-threshold, --providers, --threads, --precision and, with
+    ``embedder``, one --embedder (scripts comparing models take add_embedding_options'
+    repeatable one). Measuring scripts pass ``precision="fp32"``, so that their figures are
+    the float models' unless int8 is asked for."""
     from mobileface.detect import DETECTORS  # the detector names live with the detectors
 
     parser.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
@@ -97,10 +99,22 @@ def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
     parser.add_argument("--threads", type=int, default=threads,
                         help=f"onnxruntime intra-op threads per model (default: {threads}"
                              f"{' = onnxruntime decides' if threads == 0 else ''})")
+    add_precision_option(parser, precision)
     if embedder:
         parser.add_argument("--embedder", default="dlib", metavar="SPEC",
                             help="embedding model: 'dlib' (default) or the path of an embedder "
                                  "spec .json (see README, 'Bring your own models')")
+
+
+def add_precision_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--precision auto|fp32|int8 (see mobileface.models.precision)."""
+    from mobileface.models.precision import COMMAND, PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="model precision: auto (int8 for each model whose accuracy gate "
+                             "passed, on a CPU with VNNI or AMX, else fp32), fp32, or int8 "
+                             f"(refused for a model without a passed gate; {COMMAND} makes "
+                             f"them); default: {default}")
 
 
 def add_embedding_options(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +159,8 @@ def analyzer_options(args) -> dict:
     return {"detector": args.detector, "det_size": args.det_size,
             "det_threshold": args.det_threshold, "providers": providers(args),
             "threads": args.threads, "embedder": getattr(args, "embedder", None),
-            "enhance": getattr(args, "enhance", None) or "off"}
+            "enhance": getattr(args, "enhance", None) or "off",
+            "precision": getattr(args, "precision", "auto")}
 
 
 def analyzer_from_args(args: argparse.Namespace, stages=("landmarks",)):

@@ -67,8 +67,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_model_options(verify)
     add_enhance_option(verify, "off")
 
-    models = sub.add_parser("models", help="list the models, their sources, licences and status")
+    models = sub.add_parser("models", help="list the models, their sources, licences and status; "
+                                           "models quantize: make and check their int8 versions")
     models.add_argument("--json", action="store_true", help="print JSON")
+    models_sub = models.add_subparsers(dest="models_command")
+    add_quantize_parser(models_sub)
 
     facebank_cli.add_parser(sub)
     serve_cli.add_parsers(sub)
@@ -215,12 +218,84 @@ def _verify_threshold(embedder, given: float | None) -> tuple[str, float]:
     return "similarity", embedder.threshold
 
 
+def add_quantize_parser(sub) -> None:
+    from mobileface.models.precision import GROUPS
+
+    quantize = sub.add_parser(
+        "quantize", help="make the int8 models, check them against the float ones on real "
+                         "faces and keep those that pass in the model cache",
+        description="Quantise the detector, the embedder and the age/gender nets to int8 "
+                    "(static QDQ, per channel, calibrated on real faces), run each one's "
+                    "accuracy gate and write the int8 files and a report per model into the "
+                    "model cache. --precision auto uses an int8 model only once its gate "
+                    "passed here. Exit code 0 when every gate passed, 1 when one failed.")
+    quantize.add_argument("--data", default=None, metavar="DIR",
+                          help="the test data, laid out as ../shared/data (default: "
+                               "$MOBILEFACE_SHARED/data, else ../shared/data)")
+    quantize.add_argument("--models", default=",".join(GROUPS), metavar="LIST",
+                          help=f"comma-separated, from {', '.join(GROUPS)} (default: all)")
+    quantize.add_argument("--ranges", choices=("minmax", "percentile", "entropy"),
+                          default="percentile",
+                          help="how activation ranges are set from the calibration faces "
+                               "(default: percentile)")
+    quantize.add_argument("--frame-step", type=int, default=10, metavar="N",
+                          help="check the detector on every Nth frame of the clips "
+                               "(default: 10)")
+    quantize.add_argument("--threads", type=int, default=0,
+                          help="onnxruntime threads per model (default: 0 = it decides)")
+    from mobileface.models.precision import Bounds
+
+    defaults = Bounds()
+    for name, text in (("max_loss", "embed: the most 10-fold accuracy (a fraction) the int8 "
+                                    "model may lose on LFW-Aligned-100Pair"),
+                       ("min_cosine", "embed: least mean cosine of int8 to fp32 embeddings"),
+                       ("min_detect_agreement", "detect: least share of images where both "
+                                                "find the same faces"),
+                       ("min_gender_agreement", "attributes: least share of faces with the "
+                                                "same gender"),
+                       ("max_age_diff", "attributes: largest median |age difference|, years")):
+        quantize.add_argument(f"--{name.replace('_', '-')}", type=float,
+                              default=getattr(defaults, name),
+                              help=f"{text} (default: {getattr(defaults, name):g})")
+    quantize.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def cmd_quantize(args) -> int:
+    from mobileface.cli.common import shared_data
+    from mobileface.eval.quantize import quantize_groups
+    from mobileface.models.precision import Bounds, check_groups, gate_summary, report_path
+
+    groups = check_groups(g.strip() for g in args.models.split(",") if g.strip())
+    bounds = Bounds(args.max_loss, args.min_cosine, args.min_detect_agreement,
+                    args.min_gender_agreement, args.max_age_diff)
+    reports = quantize_groups(Path(args.data) if args.data else shared_data(), groups, bounds,
+                              args.ranges, args.frame_step, args.threads)
+    if args.json:
+        print(json.dumps(reports, indent=2, allow_nan=False))
+    else:
+        for group, report in reports.items():
+            verdict = "passed: used by --precision auto/int8" if report["passed"] else \
+                "FAILED: its int8 model is not used"
+            print(f"{group:<11} {verdict}")
+            for g in report["gates"]:
+                detail = ", ".join(f"{k} {v}" for k, v in g.items() if k not in (
+                    "name", "measured", "bound", "passed", "criterion", "data")
+                    and not isinstance(v, (list, dict)))
+                print(f"{'':<11} {g['name']}: {g['measured']:g} ({g['bound']}) "
+                      f"{'ok' if g['passed'] else 'FAILED'}; {detail}")
+            print(f"{'':<11} report {report_path(group)}")
+        log.debug("%s", "; ".join(gate_summary(r) for r in reports.values()))
+    return 0 if all(r["passed"] for r in reports.values()) else 1
+
+
 def cmd_models(args) -> int:
     """Every model of the manifest with its source, licence and status; exit 1 unless all
     are "ok". A converted model whose cache is damaged or replaced shows "cache: <problem>,
     will be converted again" (the next use repairs it, but someone should know)."""
     from mobileface.models import registry
 
+    if getattr(args, "models_command", None) == "quantize":
+        return cmd_quantize(args)
     rows = []
     for name, spec in registry.load_manifest().items():
         try:

@@ -18,8 +18,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from mobileface.models import registry
-from mobileface.models.runtime import RuntimeConfig, create_session, finite_output
+from mobileface.models.graph import folded_model
+from mobileface.models.runtime import RuntimeConfig, create_session, finite_output, model_files
 from mobileface.types import Faces
 from mobileface.detect.base import Detector
 from mobileface.detect.boxes import clip_boxes, nms
@@ -69,7 +69,7 @@ class RetinaFaceDetector(Detector):
 
     def __init__(self, runtime: RuntimeConfig | None = None, input_size: int = 640,
                  score_threshold: float = 0.6, nms_threshold: float = 0.4,
-                 max_faces: int = 256):
+                 max_faces: int = 256, model_path=None):
         if not 32 <= input_size <= 4096:
             raise ValueError(f"input_size must be in 32..4096, got {input_size}")
         if not 0.0 < score_threshold < 1.0:
@@ -80,8 +80,14 @@ class RetinaFaceDetector(Detector):
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_faces = int(max_faces)
-        self.session = create_session(registry.onnx_bytes("retinaface_mnet025"),
-                                      runtime or RuntimeConfig(), "RetinaFace")
+        runtime = runtime or RuntimeConfig()
+        # model_path: another ONNX file of this network, used as it is (the quantiser's gate
+        # compares them); by default the int8 file where runtime.precision picks it
+        model = model_path or model_files("detect", runtime).get("retinaface_mnet025") \
+            or folded_model("retinaface_mnet025")
+        #: the ONNX file this detector runs
+        self.model_path = str(model)
+        self.session = create_session(self.model_path, runtime, "RetinaFace")
 
     def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = image.shape[:2]

@@ -58,7 +58,8 @@ def run(args) -> int:
     try:
         window = MainWindow(ViewerSettings(args.settings), args.facebank or default_facebank(),
                             detector=args.detector, det_size=args.det_size,
-                            threshold=args.threshold, enhance=args.enhance)
+                            threshold=args.threshold, enhance=args.enhance,
+                            precision=args.precision)
     except MobileFaceError as exc:
         log.error("error: %s", exc)
         return 2

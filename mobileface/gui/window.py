@@ -54,8 +54,11 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: ViewerSettings | str | os.PathLike | None,
                  facebank: str | Path, detector: str | None = None,
                  det_size: int | None = None, threshold: float | None = None,
-                 holder: PipelineHolder | None = None, enhance: str | None = None):
+                 holder: PipelineHolder | None = None, enhance: str | None = None,
+                 precision: str = "auto"):
         super().__init__()
+        #: model precision of every run (--precision): auto, fp32 or int8
+        self.precision = precision
         self.settings = settings_store(settings)
         #: the facebank: a folder (a Path) or a postgresql:// URL (a str)
         self.facebank_folder = facebank if is_database_url(facebank) else Path(facebank)
@@ -466,7 +469,7 @@ class MainWindow(QMainWindow):
         request = RunRequest(source=parse_source(text), begin=begin, duration=duration,
                              detector=self.detector_box.currentText(),
                              det_size=int(self.det_size_box.currentText()),
-                             threshold=self.threshold(), facebank=self.facebank_folder,
+                             precision=self.precision, threshold=self.threshold(), facebank=self.facebank_folder,
                              realtime=self.realtime_box.isChecked(),
                              enhance=self.enhance_box.currentText(),
                              show_enhanced=self.show_enhanced_box.isChecked(),

@@ -70,6 +70,8 @@ class RunRequest:
     duration: float | None = None
     detector: str = "retinaface"
     det_size: int = 480
+    #: model precision: auto, fp32 or int8 (see mobileface.models.precision)
+    precision: str = "auto"
     threshold: float | None = None
     facebank: Path | None = None
     #: play video files at their frame rate (off: as fast as the analysis goes)
@@ -123,12 +125,13 @@ class PipelineHolder:
         self._banks: dict[Path, object] = {}
 
     def pipeline(self, request: RunRequest) -> FacePipeline:
-        key = (request.detector, request.det_size)
+        key = (request.detector, request.det_size, request.precision)
         if self._pipeline is None or self._key != key:
             self._pipeline = None
             # STREAM: a camera's frames may be dropped; files bring their timestamps
             self._pipeline = FacePipeline.from_config(PipelineConfig(
-                detector=request.detector, det_size=request.det_size, mode=RunningMode.STREAM))
+                detector=request.detector, det_size=request.det_size, mode=RunningMode.STREAM,
+                precision=request.precision))
             self._key = key
         pipeline = self._pipeline
         pipeline.set_threshold(request.threshold)     # None: the embedder's own

@@ -22,11 +22,17 @@ class RuntimeConfig:
         ("CUDAExecutionProvider", "CPUExecutionProvider"). Short names such as
         "cuda" or "cpu" are accepted.
     intra_op_threads: threads per operator (0 lets onnxruntime decide).
+    precision: "fp32" (default here), "int8" or "auto", see :mod:`mobileface.models.precision`.
     active: where each model's session really runs (a provider can fall back).
     """
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
+    #: "fp32", "int8" or "auto" (see mobileface.models.precision): what the models that have
+    #: int8 versions (detect, attributes, embed) load
+    precision: str = "fp32"
+    #: model group -> the precision it was built at (filled by the models that have int8)
+    chosen: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: model label -> the provider its latest session runs on (filled by create_session)
     active: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -34,6 +40,9 @@ class RuntimeConfig:
         if not 0 <= self.intra_op_threads <= MAX_THREADS:
             raise ValueError(f"threads per model must be 0 (onnxruntime decides) to "
                              f"{MAX_THREADS}, got {self.intra_op_threads}")
+        from mobileface.models.precision import check_precision
+
+        check_precision(self.precision)
         object.__setattr__(self, "providers", tuple(normalise_provider(p) for p in self.providers))
         if not self.providers:
             raise ValueError("at least one provider is needed")
@@ -86,6 +95,16 @@ def create_session(model, config: RuntimeConfig, label: str):
     log.debug("%s: running on %s", label, active)
     config.active[label] = active
     return session
+
+
+def model_files(group: str, config: RuntimeConfig) -> dict:
+    """The int8 files of ``group``'s models when ``config.precision`` picks int8 for it, else
+    an empty dict (the fp32 models); notes the choice in ``config.chosen``."""
+    from mobileface.models.precision import model_files as choose
+
+    chosen, files = choose(group, config.precision)
+    config.chosen[group] = chosen
+    return files
 
 
 def _options(ort, config: RuntimeConfig):

@@ -6,6 +6,7 @@ from enum import Enum
 
 from mobileface.enhance import check_mode
 from mobileface.identity.gallery import MATCH_MODES
+from mobileface.models.precision import check_precision
 from mobileface.track.refind import DETECT_EVERY, MAX_ERROR
 
 
@@ -50,6 +51,9 @@ class PipelineConfig:
     #: onnxruntime threads per model: 1, because the runner detects the next frame while
     #: it analyses this one, so both cores are busy already (0: onnxruntime decides)
     threads: int = 1
+    #: "auto" (int8 for each model whose accuracy gate passed, on a CPU with VNNI or AMX),
+    #: "fp32" or "int8" (see mobileface.models.precision)
+    precision: str = "auto"
     embedder: object = None
     #: embed and name faces (off: attributes only, no facebank needed)
     recognition: bool = True
@@ -100,6 +104,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         self.mode = RunningMode.parse(self.mode)
+        check_precision(self.precision)
         check_mode(self.enhance)
         if self.match_mode not in MATCH_MODES:
             raise ValueError(f"match_mode must be one of {MATCH_MODES}, got {self.match_mode!r}")

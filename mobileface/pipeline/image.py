@@ -92,16 +92,21 @@ class FaceAnalyzer:
         image that is dark, see :mod:`mobileface.enhance.lowlight`) or "on"; or a
         :class:`~mobileface.enhance.LowLightEnhancer`. The detector and every stage
         then see the enhanced image; ``faces.enhancement`` says what was done.
+    precision: "auto" (default: int8 for each model whose accuracy gate passed, on a CPU
+        with VNNI or AMX, else fp32), "fp32" or "int8" (a model without a passed int8
+        gate is a ModelError naming the command that makes it); see
+        :mod:`mobileface.models.precision`. ``chosen_precision`` says what each got.
     """
 
     def __init__(self, detector="retinaface", det_size: int = 640,
                  det_threshold: float | None = None, providers: Sequence[str] = ("cpu",),
                  threads: int = 0, stages: Iterable[str | Stage] = STAGES, embedder=None,
-                 enhance: str | LowLightEnhancer = "off"):
+                 enhance: str | LowLightEnhancer = "off", precision: str = "auto"):
         # IMAGE mode: each image is decided alone (no hysteresis between unrelated images)
         self.enhancer = enhance if isinstance(enhance, LowLightEnhancer) else \
             LowLightEnhancer(enhance, hysteresis=False)
-        self.runtime = RuntimeConfig(providers=tuple(providers), intra_op_threads=threads)
+        self.runtime = RuntimeConfig(providers=tuple(providers), intra_op_threads=threads,
+                                     precision=precision)
         self.detector = detector_from(detector, det_size, det_threshold, self.runtime) \
             if isinstance(detector, str) else detector
         stages = list(stages)
@@ -114,6 +119,11 @@ class FaceAnalyzer:
                  ", ".join(s.name for s in self.stages), ", ".join(self.active_providers))
         #: seconds spent in each step during the last analyze() call
         self.last_timings: dict[str, float] = {}
+
+    @property
+    def chosen_precision(self) -> dict[str, str]:
+        """Model group (detect, attributes, embed) -> the precision it runs at."""
+        return dict(self.runtime.chosen)
 
     @property
     def active_providers(self) -> list[str]:

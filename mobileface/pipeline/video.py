@@ -166,7 +166,7 @@ class FacePipeline:
 
         config = config or PipelineConfig()
         runtime = RuntimeConfig(providers=tuple(config.providers),
-                                intra_op_threads=config.threads)
+                                intra_op_threads=config.threads, precision=config.precision)
         names = ["landmarks", "pose", "quality"]
         if config.attributes:
             names.append("attributes")

@@ -13,8 +13,8 @@ from mobileface.stages.base import Stage
 
 #: the spec name of the default embedder
 DEFAULT_EMBEDDER = "dlib"
-#: dlib's ResNet quantised to int8 by tools/optimize_model.py; loads only when that tool's
-#: accuracy check passed (see mobileface/stages/embed/int8.py)
+#: dlib's ResNet at int8 (``precision="int8"`` for the embedder alone); loads only when the
+#: gates of ``python -m mobileface models quantize`` passed (mobileface/stages/embed/int8.py)
 INT8_EMBEDDER = "dlib-int8"
 
 
