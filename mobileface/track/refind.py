@@ -7,8 +7,11 @@ box roughly where the face is. So on most frames the detector does not run:
 
 * each track detected in the last frame is predicted one frame ahead by its
   Kalman filter (:meth:`SortTracker.forecast`);
-* the 68 points are fitted from that predicted box (the landmarks stage the
-  frame would run anyway, so re-finding costs almost nothing);
+* the 68 points are fitted from that predicted box: the track's points of the
+  last frame, moved with its box, refined by the last levels of the 68-point
+  cascade (``refit`` of :class:`~mobileface.stages.landmarks.dlib68.Landmarks68`,
+  a third of a full fit; a landmarks stage without ``refit`` runs in full), so
+  re-finding costs less than the 68 points of a detector frame;
 * the face's new box is placed on the points the way the track's last
   detector box sat on its points (:func:`box_from_points`), so that boxes
   keep the detector's shape and size from frame to frame; the 5 points come
@@ -143,6 +146,8 @@ class Refinder:
         self._score: dict[int, float] = {}
         #: per track key: the thumbnail of its box in the last frame (face_patches)
         self._patch: dict[int, np.ndarray] = {}
+        #: per track key: its box and its 68 points in the last frame
+        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         #: the thumbnails of the rows re-found in this frame, for observe
         self._found_patches: np.ndarray | None = None
         self._typical: np.ndarray | None = None
@@ -162,7 +167,7 @@ class Refinder:
                       scene_cut=faces.scene_cut)
         if not len(found):
             return found, False
-        self.landmarks(image, found)
+        self._fit(image, found, keys)
         placement = np.array([self._placement.get(int(k), self._default()) for k in keys])
         boxes = box_from_points(placement, found.landmarks68)
         found.boxes = boxes
@@ -179,6 +184,23 @@ class Refinder:
         keep = inside >= self.min_inside
         self._found_patches = patches[keep]
         return (found if keep.all() else found[keep]), urgent
+
+    def _fit(self, image: np.ndarray, found: Faces, keys: np.ndarray) -> None:
+        """The 68 points of the forecast boxes: refitted from each track's last points where
+        the stage can, else fitted in full."""
+        last = [self._last.get(int(k)) for k in keys]
+        if not hasattr(self.landmarks, "refit") or any(item is None for item in last):
+            self.landmarks(image, found)
+            return
+        boxes = np.array([box for box, _ in last], np.float64)
+        points = np.array([p for _, p in last], np.float64)
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        target = found.boxes.astype(np.float64)
+        scale = np.sqrt(np.prod(target[:, 2:] - target[:, :2], 1) /
+                        np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], 1), 1e-6))
+        start = (points - centre[:, None]) * scale[:, None, None] + \
+            ((target[:, :2] + target[:, 2:]) / 2)[:, None]
+        self.landmarks.refit(image, found, start)
 
     def observe(self, image: np.ndarray, faces: Faces, keys: np.ndarray, missed: Faces) -> bool:
         """After tracking: remember how each detector box sits on its points (rows the
@@ -204,8 +226,11 @@ class Refinder:
         self._found_patches = None
         for key, patch in zip(keys, patches):
             self._patch[int(key)] = patch
+        if faces.landmarks68 is not None:
+            for key, box, points in zip(keys, faces.boxes, faces.landmarks68):
+                self._last[int(key)] = (box, points)
         live = {int(k) for k in keys}
-        for table in (self._placement, self._score, self._patch):
+        for table in (self._placement, self._score, self._patch, self._last):
             for key in [k for k in table if k not in live]:
                 del table[key]
         return urgent

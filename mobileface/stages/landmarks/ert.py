@@ -457,13 +457,19 @@ class ShapePredictor:
         self._leaves = np.ascontiguousarray(model.leaf_values).reshape(levels, trees * leaves, dim)
         self._leaf_items = self._leaves.view(f"V{dim * 4}").reshape(levels, trees * leaves)
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray, round: bool = True) -> np.ndarray:
+    def predict(self, image: np.ndarray, boxes: np.ndarray, round: bool = True,
+                start: np.ndarray | None = None, first_level: int = 0) -> np.ndarray:
         """Landmarks (N, P, 2) float32 for each box (N, 4 xyxy) of ``image``.
 
         ``image`` is (H, W, 3) uint8 (BGR or RGB: the intensity is the channel
         mean either way) or (H, W) uint8 grey. Each box is rounded to integer
         corners (left, top, right, bottom) as dlib.rectangle holds them. With
         ``round`` (the default) the points are whole pixels like dlib's.
+
+        start, first_level: begin from these points (N, P, 2, image pixels) instead of the
+        mean shape, and run only the cascade levels from ``first_level`` on: a face seen a
+        frame before needs only the fine levels (tracking; dlib always starts from the mean
+        shape at level 0, which is the default).
         """
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
@@ -482,7 +488,12 @@ class ShapePredictor:
 
         take = np.take
         trees, dim = self.num_trees, self.initial_shape.size
-        shape = np.tile(self.initial_shape, (n, 1))                       # (N, 2P) float32
+        if start is None:
+            shape = np.tile(self.initial_shape, (n, 1))                   # (N, 2P) float32
+        else:                   # the points in the frame where the box is the unit square
+            start = np.asarray(start, np.float64).reshape(n, -1, 2)
+            unit = (start - np.stack([left, top], 2)) / np.stack([box_w, box_h], 2)
+            shape = unit.reshape(n, -1).astype(np.float32)
         box_size = np.stack([box_w, box_h], 1)                            # (N, 2, 1) double
         box_corner = np.stack([left, top], 1) + 0.5
         limits = np.array([[width], [height]], np.uintp)
@@ -490,7 +501,7 @@ class ShapePredictor:
         thresholds = self._thresholds(n)
         gathered = np.empty((trees, n), f"V{dim * 4}")
         summed = gathered.view(np.float32).reshape(trees, n, dim)
-        for level in range(self.num_levels):
+        for level in range(int(first_level), self.num_levels):
             # similarity (double, then float32 like dlib's matrix_cast<float>)
             ab = (shape.astype(np.float64) @ self._similarity).astype(np.float32)
             # feature points, x and y rows at once: [[a, -b], [b, a]] @ (dx, dy) + anchor,
