@@ -19,9 +19,10 @@ import signal
 import sys
 from pathlib import Path
 
-from mobileface.cli.common import (add_enhance_option, add_facebank_option, add_logging_options,
-                                   add_model_options, configure_logging, default_facebank, log,
-                                   providers, Progress, run_main)
+from mobileface.cli.common import (Progress, add_detect_every_option, add_enhance_option,
+                                   add_facebank_option, add_logging_options, add_model_options,
+                                   check_detect_every, configure_logging, default_facebank, log,
+                                   providers, run_main)
 from mobileface.errors import MobileFaceError
 
 #: RetinaFace input size for video: the longer frame side is scaled to this
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--landmarks", action="store_true", help="draw the 68 points")
     parser.add_argument("--pose-axes", action="store_true", help="draw head-pose axes")
     add_enhance_option(parser, "auto")
+    add_detect_every_option(parser)
     parser.add_argument("--show-enhanced", action="store_true",
                         help="the annotated video shows the low-light enhanced frames (where "
                              "enhancement was applied) instead of the frames as read")
@@ -97,6 +99,7 @@ def _validate(args) -> None:
                    folders={"facebank": None if args.no_recognition or
                             is_database_url(args.facebank) else
                             (args.facebank or default_facebank())})
+    check_detect_every(args.detect_every)
     if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
         raise MobileFaceError(f"-th/--threshold is a cosine similarity in [-1, 1], "
                               f"got {args.threshold}")
@@ -163,6 +166,7 @@ def run(args) -> int:
         config = PipelineConfig(detector=args.detector, det_size=args.det_size,
                                 det_threshold=args.det_threshold, providers=tuple(providers(args)),
                                 threads=args.threads, precision=args.precision,
+                                detect_every=args.detect_every,
                                 embedder=args.embedder,
                                 recognition=not args.no_recognition, threshold=args.threshold,
                                 margin=args.margin, enhance=args.enhance,

@@ -1,8 +1,11 @@
 """The command line: -v and -q anywhere, and a table that never trips on an unknown value."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from conftest import ROOT
 from mobileface.cli.main import build_parser, main
 
 
@@ -84,3 +87,19 @@ def test_models_quantize_options():
                                       "--max-age-diff", "0"])
     assert (args.models_command, args.models, args.max_age_diff) == ("quantize", "embed", 0.0)
     assert build_parser().parse_args(["models"]).models_command is None
+
+
+@pytest.mark.parametrize("script", ["apps/infer_on_video.py", "apps/viewer.py"])
+def test_detect_every_below_one_is_one_line_and_exit_2(script, tmp_path):
+    import subprocess
+    import sys
+
+    clip = tmp_path / "in.mp4"
+    clip.write_bytes(b"")                 # never opened: the option is checked first
+    args = ["-f", str(clip), "-s", str(tmp_path / "out.mp4")] if "infer" in script else []
+    done = subprocess.run([sys.executable, script, *args, "--detect-every", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["mobileface: error: --detect-every must be >= 1, "
+                                                "got 0"]

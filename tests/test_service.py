@@ -58,6 +58,9 @@ def test_the_documented_keys_work_as_written(tmp_path):
     assert stage.source == str(tmp_path / "clip.mp4") and stage.is_file
     assert door.source == "rtsp://10.0.0.9/stream" and not door.is_file
     assert door.fps == 10 and door.roi == (0, 0, 320, 240) and door.record
+    assert stage.detect_every is None     # the pipeline's default
+    site = site_config.load(_toml(tmp_path, GOOD.replace("record = true", "detect_every = 1")))
+    assert site.cameras[1].detect_every == 1
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -71,6 +74,7 @@ def test_the_documented_keys_work_as_written(tmp_path):
     (GOOD.replace("record = true", 'record = "yes"'), "record must be bool"),
     (GOOD.replace('name = "door"', 'name = "front door"'), "a camera name is letters"),
     (GOOD.replace("record = true", 'enhance = "bright"'), "enhance must be one of off, auto, on"),
+    (GOOD.replace("record = true", "detect_every = 0"), "detect_every must be >= 1"),
     ('output = "x"\n', "no [[cameras]]"),
     ("[[cameras]\nname = 1", "not valid TOML"),
 ])

@@ -106,6 +106,24 @@ def add_model_options(parser: argparse.ArgumentParser, det_size: int = 640,
                                  "spec .json (see README, 'Bring your own models')")
 
 
+def add_detect_every_option(parser: argparse.ArgumentParser) -> None:
+    """--detect-every K: the detector on every K-th frame at least (see mobileface.track.refind)."""
+    from mobileface.track.refind import DETECT_EVERY
+
+    parser.add_argument("--detect-every", type=int, default=DETECT_EVERY, metavar="K",
+                        help="run the face detector on at least every K-th frame; in between, "
+                             "tracked faces are re-found from their 68 points (also on scene "
+                             "cuts, sudden motion and new faces; 1: every frame; default: "
+                             f"{DETECT_EVERY})")
+
+
+def check_detect_every(value: int) -> None:
+    from mobileface.errors import MobileFaceError
+
+    if value < 1:
+        raise MobileFaceError(f"--detect-every must be >= 1, got {value}")
+
+
 def add_precision_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """--precision auto|fp32|int8 (see mobileface.models.precision)."""
     from mobileface.models.precision import COMMAND, PRECISIONS

@@ -26,7 +26,8 @@ THRESHOLD_RANGE = (0.50, 1.00)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The viewer's options (shared by apps/viewer.py and ``python -m mobileface gui``)."""
-    from mobileface.cli.common import add_enhance_option, add_facebank_option, add_precision_option
+    from mobileface.cli.common import (add_detect_every_option, add_enhance_option,
+                                       add_facebank_option, add_precision_option)
 
     parser.add_argument("-f", "--source", metavar="SOURCE",
                         help="start at once on this source: a camera index (0), a video file "
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "value, else the embedder's)")
     add_enhance_option(parser, None, "the remembered choice, else auto")
     add_precision_option(parser)
+    add_detect_every_option(parser)
     parser.add_argument("--settings", metavar="JSON",
                         help="keep the viewer's settings in this JSON file (default: "
                              "$XDG_CONFIG_HOME/mobileface/viewer.json, else "

@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from mobileface.cli.common import default_facebank
+from mobileface.cli.common import check_detect_every, default_facebank
 from mobileface.errors import MobileFaceError
 from mobileface.gui import THRESHOLD_RANGE
 from mobileface.gui.qtenv import QtStartError, prepare
@@ -56,10 +56,11 @@ def run(args) -> int:
 
     app = application()
     try:
+        check_detect_every(args.detect_every)
         window = MainWindow(ViewerSettings(args.settings), args.facebank or default_facebank(),
                             detector=args.detector, det_size=args.det_size,
                             threshold=args.threshold, enhance=args.enhance,
-                            precision=args.precision)
+                            precision=args.precision, detect_every=args.detect_every)
     except MobileFaceError as exc:
         log.error("error: %s", exc)
         return 2

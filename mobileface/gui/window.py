@@ -55,8 +55,10 @@ class MainWindow(QMainWindow):
                  facebank: str | Path, detector: str | None = None,
                  det_size: int | None = None, threshold: float | None = None,
                  holder: PipelineHolder | None = None, enhance: str | None = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", detect_every: int | None = None):
         super().__init__()
+        #: the detector on at least every this many frames (--detect-every; None: the default)
+        self.detect_every = detect_every
         #: model precision of every run (--precision): auto, fp32 or int8
         self.precision = precision
         self.settings = settings_store(settings)
@@ -469,7 +471,8 @@ class MainWindow(QMainWindow):
         request = RunRequest(source=parse_source(text), begin=begin, duration=duration,
                              detector=self.detector_box.currentText(),
                              det_size=int(self.det_size_box.currentText()),
-                             precision=self.precision, threshold=self.threshold(), facebank=self.facebank_folder,
+                             precision=self.precision, detect_every=self.detect_every,
+                             threshold=self.threshold(), facebank=self.facebank_folder,
                              realtime=self.realtime_box.isChecked(),
                              enhance=self.enhance_box.currentText(),
                              show_enhanced=self.show_enhanced_box.isChecked(),

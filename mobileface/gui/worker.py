@@ -72,6 +72,8 @@ class RunRequest:
     det_size: int = 480
     #: model precision: auto, fp32 or int8 (see mobileface.models.precision)
     precision: str = "auto"
+    #: the detector on at least every this many frames (None: the pipeline's default)
+    detect_every: int | None = None
     threshold: float | None = None
     facebank: Path | None = None
     #: play video files at their frame rate (off: as fast as the analysis goes)
@@ -125,13 +127,14 @@ class PipelineHolder:
         self._banks: dict[Path, object] = {}
 
     def pipeline(self, request: RunRequest) -> FacePipeline:
-        key = (request.detector, request.det_size, request.precision)
+        key = (request.detector, request.det_size, request.precision, request.detect_every)
         if self._pipeline is None or self._key != key:
             self._pipeline = None
             # STREAM: a camera's frames may be dropped; files bring their timestamps
             self._pipeline = FacePipeline.from_config(PipelineConfig(
                 detector=request.detector, det_size=request.det_size, mode=RunningMode.STREAM,
-                precision=request.precision))
+                precision=request.precision,
+                **({} if request.detect_every is None else {"detect_every": request.detect_every})))
             self._key = key
         pipeline = self._pipeline
         pipeline.set_threshold(request.threshold)     # None: the embedder's own

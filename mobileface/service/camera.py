@@ -166,6 +166,8 @@ class CameraWorker:
         config = PipelineConfig(det_size=self.camera.det_size or 480,
                                 threshold=self.site.get("threshold"),
                                 enhance=self.camera.enhance or "auto",
+                                **({} if self.camera.detect_every is None else
+                                   {"detect_every": self.camera.detect_every}),
                                 mode=RunningMode.STREAM if live else RunningMode.VIDEO)
         embedder = None
         if self.site.get("shared_embedder"):

@@ -23,7 +23,7 @@ SITE_KEYS = {"facebank": str, "mqtt": str, "output": str, "address": str, "prefi
 #: the keys of one [[cameras]] table
 CAMERA_KEYS = {"name": str, "source": (str, int), "det_size": int, "fps": (int, float),
                "roi": list, "record": bool, "events": bool, "crops": bool, "node": str,
-               "reconnect": int, "cpus": (int, float), "enhance": str}
+               "reconnect": int, "cpus": (int, float), "enhance": str, "detect_every": int}
 #: the low-light settings (mobileface.enhance)
 ENHANCE_MODES = ("off", "auto", "on")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -46,6 +46,8 @@ class CameraConfig:
     cpus: float = 0.0
     #: low-light enhancement before detection: off, auto (dark frames only) or on
     enhance: str | None = None
+    #: the detector on at least every this many frames (None: the pipeline's default)
+    detect_every: int | None = None
 
     @property
     def is_file(self) -> bool:
@@ -201,7 +203,8 @@ def _camera(table: dict, index: int, fail, seen: dict) -> CameraConfig:
                           fps=table.get("fps"), record=table.get("record", False),
                           events=table.get("events", True), crops=table.get("crops", True),
                           node=table.get("node"), reconnect=table.get("reconnect", 10),
-                          cpus=float(table.get("cpus", 0.0)), enhance=table.get("enhance"))
+                          cpus=float(table.get("cpus", 0.0)), enhance=table.get("enhance"),
+                          detect_every=table.get("detect_every"))
     if camera.det_size is not None and not 32 <= camera.det_size <= 4096:
         fail(f"{label}: det_size must be in [32, 4096], got {camera.det_size}", "det_size", index)
     if camera.fps is not None and not (math.isfinite(camera.fps) and camera.fps > 0):
@@ -211,6 +214,9 @@ def _camera(table: dict, index: int, fail, seen: dict) -> CameraConfig:
              f"{camera.enhance!r}", "enhance", index)
     if not (math.isfinite(camera.cpus) and 0 <= camera.cpus <= 256):
         fail(f"{label}: cpus must be in [0, 256], got {camera.cpus}", "cpus", index)
+    if camera.detect_every is not None and camera.detect_every < 1:
+        fail(f"{label}: detect_every must be >= 1, got {camera.detect_every}", "detect_every",
+             index)
     if camera.reconnect < 0:
         fail(f"{label}: reconnect must be >= 0", "reconnect", index)
     if "roi" in table:
