@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mobileface.cli.common import emit_json as emit
+from mobileface.cli.common import add_precision_option, emit_json as emit
 from mobileface.detect.boxes import iou_matrix
 from mobileface.eval.bench import DATA, demo_facebank
 from mobileface.pipeline import FacePipeline, PipelineConfig
@@ -56,10 +56,11 @@ def frames_of(video: Path) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
-def run(frames: list[np.ndarray], fps: float, every: int, facebank: Path, det_size: int) -> dict:
+def run(frames: list[np.ndarray], fps: float, every: int, facebank: Path, det_size: int,
+        precision: str) -> dict:
     """One pass of the pipeline: per frame the boxes found and how, the time spent."""
     pipeline = FacePipeline.from_config(PipelineConfig(det_size=det_size, threads=1,
-                                                       detect_every=every))
+                                                       detect_every=every, precision=precision))
     demo_facebank(facebank, pipeline)
     boxes, found_by, ms = [], [], 0.0
     for index, frame in enumerate(frames):
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--every", nargs="+", type=int, default=[2, 3, 4, 6],
                         help="values of detect_every to compare with 1 (default: 2 3 4 6)")
     parser.add_argument("--det-size", type=int, default=480)
+    add_precision_option(parser, "fp32")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     if any(k < 1 for k in args.every):
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
             if not video.is_file():
                 raise SystemExit(f"benchmark: no video at {video}")
             frames, fps = frames_of(video)
-            runs = {k: run(frames, fps, k, Path(tmp) / f"bank{number}-{k}", args.det_size)
+            runs = {k: run(frames, fps, k, Path(tmp) / f"bank{number}-{k}", args.det_size,
+                           args.precision)
                     for k in [1, *[k for k in args.every if k != 1]]}
             reference = runs[1]
             for every, result in runs.items():
@@ -117,7 +120,8 @@ def main(argv=None) -> int:
                        "detect_landmarks_ms": result["ms"], "names": result["names"],
                        "names_as_every_frame": result["names"] == reference["names"]}
                 rows.append(row)
-    print(f"cpu cores: {os.cpu_count()}; reference: the detector on every frame")
+    print(f"cpu cores: {os.cpu_count()}; precision {args.precision}; reference: the detector "
+          "on every frame")
     print(f"{'video':<26} {'k':>2} {'detector':>9} {'recall':>7} {'precision':>9} {'far':>4} "
           f"{'det+68 ms':>9}  names")
     for r in rows:
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
               f"{r['recall']:7.3f} {r['precision']:9.3f} {r['far_faces']:>4} "
               f"{r['detect_landmarks_ms']:9.1f}  {', '.join(r['names']) or '-'}"
               f"{'' if r['names_as_every_frame'] else '  (differs)'}")
-    emit({"benchmark": "scheduling", "cpu_count": os.cpu_count(),
+    emit({"benchmark": "scheduling", "cpu_count": os.cpu_count(), "precision": args.precision,
           "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                    for r in rows]}, args.json_out)
     return 0
