@@ -28,12 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mobileface.cli.common import add_precision_option, emit_json as emit
 from mobileface.detect.boxes import iou_matrix
-from mobileface.eval.bench import DATA, demo_facebank
+from mobileface.eval.bench import DATA, demo_facebank, read_frames
 from mobileface.pipeline import FacePipeline, PipelineConfig
 from mobileface.track.assignment import linear_sum_assignment
 
@@ -41,20 +40,6 @@ DEFAULT_VIDEOS = [DATA / "mobileface" / "friends1.mp4",
                   DATA / "face_recognition" / "short_hamilton_clip.mp4"]
 MATCH_IOU = 0.5
 NEAR_IOU, NEAR_FRAMES = 0.3, 3
-
-
-def frames_of(video: Path) -> tuple[list[np.ndarray], float]:
-    capture = cv2.VideoCapture(str(video))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames, fps
-
 
 def run(frames: list[np.ndarray], fps: float, every: int, facebank: Path, det_size: int,
         precision: str) -> dict:
@@ -71,7 +56,6 @@ def run(frames: list[np.ndarray], fps: float, every: int, facebank: Path, det_si
     names = sorted({s.identity for s in pipeline.finish() if s.identity and
                     s.identity != "Unknown"})
     return {"boxes": boxes, "found_by": found_by, "ms": ms / max(len(frames), 1), "names": names}
-
 
 def compare(reference: list[np.ndarray], test: list[np.ndarray]) -> dict:
     matched = total = found = far = 0
@@ -90,7 +74,6 @@ def compare(reference: list[np.ndarray], test: list[np.ndarray]) -> dict:
     return {"recall": matched / max(total, 1), "precision": matched / max(found, 1),
             "reference_faces": total, "far_faces": far}
 
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", nargs="+", default=[str(v) for v in DEFAULT_VIDEOS])
@@ -108,7 +91,7 @@ def main(argv=None) -> int:
             video = Path(name)
             if not video.is_file():
                 raise SystemExit(f"benchmark: no video at {video}")
-            frames, fps = frames_of(video)
+            frames, fps = read_frames(video)
             runs = {k: run(frames, fps, k, Path(tmp) / f"bank{number}-{k}", args.det_size,
                            args.precision)
                     for k in [1, *[k for k in args.every if k != 1]]}
@@ -133,7 +116,6 @@ def main(argv=None) -> int:
           "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
                    for r in rows]}, args.json_out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

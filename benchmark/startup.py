@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 
 from mobileface.cli.common import emit_json as emit
-from mobileface.eval.bench import DATA, LoopedSource, demo_facebank
+from mobileface.eval.bench import DATA, LoopedSource, demo_facebank, floor_run
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "apps" / "infer_on_video.py"
@@ -53,24 +53,6 @@ def write_clip(video: Path, frames: int, out: Path) -> float:
     source.close()
     writer.release()
     return source.fps
-
-
-def floor_fps(clip: Path, out: Path) -> float:
-    """OpenCV decoding ``clip`` and encoding every frame, nothing else."""
-    capture = cv2.VideoCapture(str(clip))
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"),
-                             capture.get(cv2.CAP_PROP_FPS), size)
-    frames, start = 0, time.perf_counter()
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        writer.write(frame)
-        frames += 1
-    capture.release()
-    writer.release()
-    return frames / (time.perf_counter() - start)
 
 
 def run_app(clip: Path, workdir: Path, facebank: Path, extra: list[str]) -> dict:
@@ -125,7 +107,7 @@ def main(argv=None) -> int:
         run_app(clip, workdir, workdir / "facebank", args.app_options)    # fills the cache
         runs, floors = [], []
         for _ in range(args.repeat):          # alternated, so both see the same machine
-            floors.append(floor_fps(clip, workdir / "floor.mp4"))
+            floors.append(floor_run(clip, workdir / "floor.mp4").fps)
             runs.append(run_app(clip, workdir, workdir / "facebank", args.app_options))
     floor = statistics.median(floors)
     for run in runs:

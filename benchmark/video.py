@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 
 from mobileface.cli.common import emit_json as emit
-from mobileface.eval.bench import DATA, LoopedSource, demo_facebank
+from mobileface.eval.bench import DATA, LoopedSource, demo_facebank, floor_run
 from mobileface.outputs.annotators import Overlay, OverlayOptions
 from mobileface.pipeline import FacePipeline, PipelineConfig
 from mobileface.outputs.sinks import EventsSink, VideoFileSink
@@ -43,34 +43,6 @@ from mobileface.pipeline.runner import VideoRunner
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 APP_DET_SIZE = 480  # apps/infer_on_video.py's default
-
-
-def floor_fps(video: Path, out: Path, loops: int) -> tuple[float, int]:
-    """OpenCV decoding the file ``loops`` times and encoding every frame into one output."""
-    capture = cv2.VideoCapture(str(video))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    capture.release()
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    frames = 0
-    start = time.perf_counter()
-    cpu = time.process_time()
-    for _ in range(loops):
-        capture = cv2.VideoCapture(str(video))
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            writer.write(frame)
-            frames += 1
-        capture.release()
-    writer.release()
-    floor_cpu_ms.append(1000 * (time.process_time() - cpu) / max(frames, 1))
-    return frames / (time.perf_counter() - start), frames
-
-
-#: CPU time (all threads) per frame of each floor run, ms
-floor_cpu_ms: list[float] = []
 
 
 def ours_fps(video: Path, workdir: Path, pipeline: FacePipeline, frames: int) -> dict:
@@ -164,10 +136,12 @@ def main(argv=None) -> int:
         if not bank.names():
             print("benchmark: the facebank is empty: recognition runs, but nobody can be named "
                   "(give --facebank, or set MOBILEFACE_SHARED for the demo one)", file=sys.stderr)
-        floors, runs = [], []
+        floors, floor_cpu_ms, runs = [], [], []
         for _ in range(args.repeat):  # alternated, so that both see the same machine
-            floor, frames = floor_fps(video, workdir / "floor.mp4", args.loops)
-            floors.append(floor)
+            floor = floor_run(video, workdir / "floor.mp4", args.loops)
+            frames = floor.frames
+            floors.append(floor.fps)
+            floor_cpu_ms.append(floor.cpu_ms)
             runs.append(ours_fps(video, workdir, pipeline, frames))
         theirs = face_recognition_fps(video, args.fr_frames)
     floor = statistics.median(floors)

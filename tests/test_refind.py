@@ -8,6 +8,7 @@ import pytest
 
 from conftest import load_bgr, shared_file
 from mobileface.detect.boxes import iou_matrix
+from mobileface.eval.bench import read_frames
 from mobileface.io.video import VideoSource
 from mobileface.pipeline import FacePipeline, PipelineConfig
 from mobileface.pipeline.runner import VideoRunner
@@ -19,14 +20,7 @@ FPS = 29.97
 
 @pytest.fixture(scope="module")
 def clip() -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(shared_file("face_recognition/short_hamilton_clip.mp4")))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    return frames
+    return read_frames(shared_file("face_recognition/short_hamilton_clip.mp4"))[0]
 
 
 def _pipeline(every: int, **settings) -> FacePipeline:

@@ -1,5 +1,6 @@
 """What the benchmark scripts and tools/time_models.py share: the test photo, a
-video played in a loop, a facebank to recognise against.
+video read whole or played in a loop, the floor (decoding and encoding alone), a
+facebank to recognise against.
 
 A library module (not a sibling ``common.py`` beside the scripts) so that each
 script runs as ``python benchmark/x.py`` from anywhere with nothing but the
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,56 @@ DEFAULT_IMAGE = DATA / "face_recognition" / "obama.jpg"
 #: who the video benchmarks enrol: recognition runs against a real facebank
 ENROL = {"Barack Obama": "face_recognition/obama.jpg",
          "Lin-Manuel Miranda": "face_recognition/lin-manuel-miranda.png"}
+
+
+def read_frames(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame of the video at ``path`` (BGR) and its frame rate (30 when it says none)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, fps
+
+
+@dataclass
+class FloorRun:
+    """The floor: OpenCV decoding a video and encoding every frame, nothing else."""
+
+    fps: float
+    frames: int
+    #: CPU time of the process (all threads) per frame, ms
+    cpu_ms: float
+
+
+def floor_run(video: Path, out: Path, loops: int = 1) -> FloorRun:
+    """The floor over ``video`` played ``loops`` times into one MPEG-4 file ``out``."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    capture.release()
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    frames, start, cpu = 0, time.perf_counter(), time.process_time()
+    for _ in range(loops):
+        capture = cv2.VideoCapture(str(video))
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            writer.write(frame)
+            frames += 1
+        capture.release()
+    writer.release()
+    return FloorRun(frames / (time.perf_counter() - start), frames,
+                    1000 * (time.process_time() - cpu) / max(frames, 1))
 
 
 def load_image(path: str | None) -> tuple[np.ndarray, str]:
