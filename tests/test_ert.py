@@ -166,3 +166,47 @@ def test_landmark_stage_gives_the_same_points_either_way(astronaut_bgr):
     one_by_one = Landmarks68(batch_from=100)(astronaut_bgr, faces).landmarks68.copy()
     batched = Landmarks68(batch_from=1)(astronaut_bgr, faces).landmarks68
     np.testing.assert_array_equal(one_by_one, batched)
+
+
+def test_the_decoded_model_is_cached_and_a_damaged_cache_is_decoded_again(
+        ours, astronaut_bgr, tmp_path, monkeypatch, caplog):
+    """The start-up cache of the 68-point model: arrays written once, the same points when
+    loaded from them, and a cache file that no longer matches its record never used."""
+    from mobileface.detect import create_detector
+    from mobileface.stages.landmarks.ert import cached_shape_predictor
+
+    monkeypatch.setenv("MOBILEFACE_CACHE", str(tmp_path))
+    boxes = create_detector("retinaface").detect(astronaut_bgr).boxes
+    expected = ours.predict(astronaut_bgr, boxes)
+    first = cached_shape_predictor()
+    cached = list(tmp_path.glob("dlib_shape_predictor_68-*.npz"))
+    assert len(cached) == 1 and cached[0].with_name(cached[0].name + ".json").is_file()
+    np.testing.assert_array_equal(first.predict(astronaut_bgr, boxes), expected)
+    np.testing.assert_array_equal(cached_shape_predictor().predict(astronaut_bgr, boxes), expected)
+
+    data = bytearray(cached[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF                     # one flipped byte in the leaf values
+    cached[0].write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        again = cached_shape_predictor()
+    assert "cannot be trusted" in caplog.text
+    np.testing.assert_array_equal(again.predict(astronaut_bgr, boxes), expected)
+    assert cached_shape_predictor().predict(astronaut_bgr, boxes).tolist() == expected.tolist()
+
+
+def test_refitting_from_the_points_before_keeps_a_face_on_its_points(ours, astronaut_bgr):
+    """A face fitted once and refitted with the last levels from those points stays within a
+    few pixels of the full fit (what re-finding on video relies on)."""
+    from mobileface.detect import create_detector
+
+    boxes = create_detector("retinaface").detect(astronaut_bgr).boxes
+    full = ours.predict(astronaut_bgr, boxes, round=False)
+    moved = boxes + np.array([4, 3, 4, 3], np.float32)          # the next frame's box
+    refit = ours.predict(astronaut_bgr, moved, round=False, start=full + (4, 3),
+                         first_level=ours.num_levels - 5)
+    eyes = np.linalg.norm(full[:, 36:42].mean(1) - full[:, 42:48].mean(1), axis=1)
+    error = np.linalg.norm(refit - full, axis=2).mean(1) / eyes
+    assert (error < 0.1).all(), error
+    # started from the mean shape at the last levels only, it is far off: the start matters
+    cold = ours.predict(astronaut_bgr, moved, round=False, first_level=ours.num_levels - 5)
+    assert (np.linalg.norm(cold - full, axis=2).mean(1) / eyes > error).all()

@@ -1,7 +1,6 @@
 """The frame pipeline on the Hamilton clip: names per track, no flicker, bounded memory."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -9,6 +8,7 @@ from conftest import load_bgr, shared_file
 from mobileface.identity.enrol import FaceEnroller
 from mobileface.identity.gallery import Gallery, normalise
 from mobileface.pipeline import FacePipeline, PipelineConfig
+from mobileface.eval.bench import read_frames
 from mobileface.track.scene_cut import SceneCutDetector
 
 LIN = "Lin-Manuel Miranda"
@@ -17,14 +17,7 @@ OBAMA = "Barack Obama"
 
 @pytest.fixture(scope="module")
 def clip() -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(shared_file("face_recognition/short_hamilton_clip.mp4")))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    return frames
+    return read_frames(shared_file("face_recognition/short_hamilton_clip.mp4"))[0]
 
 
 @pytest.fixture(scope="module")

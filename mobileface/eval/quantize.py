@@ -152,16 +152,21 @@ def quantize_onnx(source: Path, target: Path, input_name: str, batches: Iterable
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
-    """onnxruntime.quantization warns through the root logger about conv biases it reads
-    from Constant nodes (it quantises them anyway): keep those lines off the user's stderr."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def _logger_level(name: str | None, level: int):
+    """The logger ``name`` (None: the root) at ``level`` for the block."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(before)
+
+
+def _quiet_root_logger():
+    """onnxruntime.quantization warns through the root logger about conv biases it reads
+    from Constant nodes (it quantises them anyway): keep those lines off the user's stderr."""
+    return _logger_level(None, logging.ERROR)
 
 
 def _singles(blob: np.ndarray) -> list[np.ndarray]:
@@ -219,16 +224,9 @@ def _photos(folder: Path) -> list[Path]:
                   and not name.startswith("."))
 
 
-@contextlib.contextmanager
 def _quiet_reader():
     """LFW-Aligned-100Pair's crops are grey: no info line for each one converted to BGR."""
-    reader_log = logging.getLogger("mobileface.io.image")
-    level = reader_log.level
-    reader_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        reader_log.setLevel(level)
+    return _logger_level("mobileface.io.image", logging.WARNING)
 
 
 def _read(paths: Iterable[Path]) -> list:
