@@ -10,7 +10,7 @@ box roughly where the face is. So on most frames the detector does not run:
 * the 68 points are fitted from that predicted box: the track's points of the
   last frame, moved with its box, refined by the last levels of the 68-point
   cascade (``refit`` of :class:`~mobileface.stages.landmarks.dlib68.Landmarks68`,
-  a third of a full fit; a landmarks stage without ``refit`` runs in full), so
+  a fifth of a full fit; a landmarks stage without ``refit`` runs in full), so
   re-finding costs less than the 68 points of a detector frame;
 * the face's new box is placed on the points the way the track's last
   detector box sat on its points (:func:`box_from_points`), so that boxes

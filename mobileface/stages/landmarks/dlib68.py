@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 #: from this many faces on, the batched numpy predictor is faster than dlib's
 BATCH_FROM = 4
 #: cascade levels (the last ones, of 15) that refit a face tracked from the frame before:
-#: measured against the full cascade from the detector's box, the points of 5 levels started
-#: from the last frame's points are 0.053 inter-ocular distances away on friends1.mp4 (0.104
-#: on the Hamilton clip), the full cascade started from the last frame's box 0.043 (0.089)
-REFIT_LEVELS = 5
+#: measured against the full cascade from the detector's box, the points of 3 levels started
+#: from the last frame's points are 0.053 inter-ocular distances away on friends1.mp4 (0.105
+#: on the Hamilton clip; 5 levels: 0.053 and 0.104), the full cascade started from the last
+#: frame's box 0.043 (0.089)
+REFIT_LEVELS = 3
 BOX_SHIFT_Y = 0.07
 SIDE_FROM_WIDTH = 1.10
 SIDE_FROM_HEIGHT = 0.81
@@ -96,7 +97,7 @@ class Landmarks68(Stage):
     def refit(self, image: np.ndarray, faces: Faces, start: np.ndarray) -> None:
         """Fill ``landmarks68`` of faces seen a frame before: from ``start`` (their points
         then, moved with their boxes), only the last REFIT_LEVELS levels of the cascade
-        (a third of the work of :meth:`process`); timed as this stage."""
+        (a fifth of the work of :meth:`process`); timed as this stage."""
         begin = time.perf_counter()
         predictor = self.batched_predictor
         faces.landmarks68 = predictor.predict(
