@@ -214,10 +214,12 @@ def choose(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]
 
 
 def model_files(group: str, precision: str, flags=None) -> tuple[str, dict[str, Path]]:
-    """:func:`choose`, with its decision logged once per process at info level."""
+    """:func:`choose`, with its decision logged once per process: at info level what "auto"
+    decided when there was something to decide (an int8 model made, used or refused);
+    fp32 because none was made (a fresh install) and what was asked for, at debug level."""
     chosen, files, reason = choose(group, precision, flags)
-    # what "auto" decided is news; what was asked for is debug detail
-    _once(logging.INFO if precision == "auto" else logging.DEBUG, (group, precision, chosen),
+    news = precision == "auto" and report_path(group).is_file()
+    _once(logging.INFO if news else logging.DEBUG, (group, precision, chosen),
           "precision %s: %s runs at %s (%s)", precision, group, chosen, reason)
     return chosen, files
 
