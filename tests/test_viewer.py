@@ -355,6 +355,22 @@ def test_the_detector_choice_applies_at_the_next_start(make_window, clip, holder
     assert window.error_text() == ""
 
 
+def test_detect_every_reaches_the_viewers_pipeline(make_window, holder, clip):
+    """--detect-every (MainWindow(detect_every=...)) is the pipeline's, and a run with it
+    detects every frame when it is 1 (the shared pipeline is rebuilt for another value)."""
+    from mobileface.gui.worker import RunRequest
+    from mobileface.track.refind import DETECT_EVERY
+
+    window = make_window(detect_every=1)
+    window.start_source(clip, 3.5, 0.3)
+    wait_until(lambda: window.track_table.row_texts(), 60, "a track")
+    wait_ended(window)
+    request = RunRequest(source=0, detect_every=window.detect_every)
+    pipeline = holder.pipeline(request)
+    assert pipeline.config.detect_every == 1 and pipeline.refinder is None
+    assert holder.pipeline(RunRequest(source=0)).config.detect_every == DETECT_EVERY
+
+
 def window_request(window):
     from mobileface.gui.worker import RunRequest
 
