@@ -32,27 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 
 from mobileface.cli.common import emit_json as emit
-from mobileface.eval.bench import DATA, LoopedSource, demo_facebank, floor_run
+from mobileface.eval.bench import DATA, demo_facebank, floor_run, write_looped
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "apps" / "infer_on_video.py"
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 FIRST_FRAME = re.compile(r"first annotated frame handed to the video at ([0-9.]+) s")
-
-
-def write_clip(video: Path, frames: int, out: Path) -> float:
-    """``video`` played until ``frames`` frames, as one MPEG-4 file; its fps."""
-    source = LoopedSource(video, frames)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), source.fps,
-                             (source.width, source.height))
-    while (frame := source.read()) is not None:
-        writer.write(frame.image)
-    source.close()
-    writer.release()
-    return source.fps
 
 
 def run_app(clip: Path, workdir: Path, facebank: Path, extra: list[str]) -> dict:
@@ -100,7 +87,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mobileface-startup-") as tmp:
         workdir = Path(tmp)
         clip = workdir / "clip.mp4"
-        write_clip(video, args.frames, clip)
+        write_looped(video, args.frames, clip)
         from mobileface.pipeline import FacePipeline, PipelineConfig
 
         demo_facebank(workdir / "facebank", FacePipeline.from_config(PipelineConfig()))

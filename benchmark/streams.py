@@ -34,28 +34,10 @@ import cv2
 import numpy as np
 
 from mobileface.cli.common import emit_json
-from mobileface.eval.bench import DATA
+from mobileface.eval.bench import DATA, write_looped
 
 DEFAULT_VIDEO = DATA / "mobileface" / "friends1.mp4"
 INSIDE = "MOBILEFACE_STREAMS_NAMESPACE"
-
-
-def looped(video: Path, frames: int, out: Path) -> Path:
-    capture = cv2.VideoCapture(str(video))
-    clip = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        clip.append(frame)
-    if not clip:
-        raise SystemExit(f"{video}: no frames")
-    height, width = clip[0].shape[:2]
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
-    for i in range(frames):
-        writer.write(clip[i % len(clip)])
-    writer.release()
-    return out
 
 
 def one_process(path: Path) -> float:
@@ -131,7 +113,7 @@ def measure(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="mobileface-streams-"))
     rows, latencies = [], []
     try:
-        clip = looped(Path(args.video), args.frames, work / "clip.mp4")
+        clip = write_looped(Path(args.video), args.frames, work / "clip.mp4", fps=25)
         single = one_process(clip)
         rows.append({"setup": "one process", "cameras": 1, "aggregate_fps": round(single, 2),
                      "per_camera_fps": [round(single, 2)]})

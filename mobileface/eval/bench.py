@@ -44,6 +44,25 @@ def read_frames(path: Path) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
+def write_looped(video: Path, frames: int, out: Path, fps: float | None = None) -> Path:
+    """``video`` played again and again until ``frames`` frames, as one MPEG-4 file ``out``
+    (at ``fps``, default the video's own); DataError when the video has no frame."""
+    import cv2
+
+    from mobileface.errors import DataError
+
+    clip, rate = read_frames(video)
+    if not clip:
+        raise DataError(f"{video}: no frames")
+    height, width = clip[0].shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps or rate,
+                             (width, height))
+    for i in range(frames):
+        writer.write(clip[i % len(clip)])
+    writer.release()
+    return out
+
+
 @dataclass
 class FloorRun:
     """The floor: OpenCV decoding a video and encoding every frame, nothing else."""

@@ -179,10 +179,9 @@ class FacePipeline:
         with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
             found = pool.submit(detector_from, config.detector, config.det_size,
                                 config.det_threshold, runtime)
-            built = [pool.submit(lambda stage=stage: stage) if stage is not None else
-                     pool.submit(build_stage, name, runtime, config.embedder)
-                     for name, stage in ((n, embedder if n == "embed" else None) for n in names)]
-            stages = [future.result() for future in built]
+            built = {name: pool.submit(build_stage, name, runtime, config.embedder)
+                     for name in names if not (name == "embed" and embedder is not None)}
+            stages = [built[name].result() if name in built else embedder for name in names]
             detector = found.result()
         # Our numpy 68-point predictor for every face count: dlib's is faster alone for
         # one to three faces but holds the GIL, which stalls the detector thread of the
@@ -346,6 +345,7 @@ class FacePipeline:
             if found is not None:
                 return found
         found = self._run_detector(image)
+        found.frame_index, found.timestamp = faces.frame_index, faces.timestamp
         run_stages(self.frame_stages, image, found)
         for step, seconds in faces.timings.items():     # a failed re-finding's time too
             found.timings[step] = found.timings.get(step, 0.0) + seconds
