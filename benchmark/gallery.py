@@ -1,25 +1,29 @@
-"""Gallery search at 10k to 1M identities: exact numpy, the HNSW index, pgvector.
+"""Gallery search at 10k to 1M identities: exact numpy, the 1-bit codes, pgvector.
 
     python benchmark/gallery.py [--identities 10000 100000 1000000] [--queries 300]
-                                [--pg-max 100000] [--json-out results.json]
+                                [--vectors random|shared] [--pg-max 100000]
+                                [--json-out results.json]
 
-Synthetic galleries, made here and never stored: one random unit vector per
-identity, of the default embedder's dimension (128). Queries are noisy copies of
-enrolled vectors (cosine about 0.95 to the original, above the embedder's
-threshold of 0.92) and as many strangers (fresh random vectors). Each size and
-back end runs in a fresh child process, so that its memory is its own:
+Synthetic galleries, made here and never stored: one unit vector per identity,
+of the default embedder's dimension (128). ``--vectors random`` (the default):
+random directions, strangers at cosine about 0 to everyone. ``--vectors shared``:
+every vector leans on one common direction, as dlib's uncentred embeddings do, so
+that strangers are at cosine about 0.85 and the nearest of a million at about
+0.91. Queries are noisy copies of enrolled vectors (cosine about 0.95 to the
+original, above the embedder's threshold of 0.92) and as many strangers (fresh
+vectors of the same kind). Each size and back end runs in a fresh child process,
+so that its memory is its own:
 
 * ``numpy``: :class:`~mobileface.identity.gallery.Gallery` searched exactly;
-* ``hnsw``: the same gallery with its usearch HNSW index of prototypes (what a
-  pipeline uses from 20,000 people on);
+* ``codes``: the same gallery with its 1-bit codes (what a pipeline uses from
+  20,000 people on, :mod:`~mobileface.identity.search`);
 * ``pgvector``: the PostgreSQL facebank's server-side search
   (:meth:`~mobileface.identity.postgres.PostgresFacebank.nearest`, pgvector's HNSW
   index), on a throwaway local server; ``pgvector-exact`` is the same query with
   index scans off (brute force, fewer queries). Up to --pg-max identities: loading
   and indexing a million rows on two cores takes longer than the rest together.
 
-Per row (``str p99``: one stranger's latency; a face the index finds nobody for is
-searched again, wider, as the pipeline does): build time, the child's resident memory once the gallery is built and
+Per row (``str p99``: one stranger's latency): build time, the child's resident memory once the gallery is built and
 searched (``rss_mb``) and its peak (``peak_rss_mb``, which also counts the
 benchmark's own copy of the vectors), query latency p50/p99 for one face
 and per face in batches of 8, recall@1 against the exact answer, and the share
@@ -45,25 +49,31 @@ DIM = 128
 #: the default embedder's threshold and the pipeline's margin
 THRESHOLD, MARGIN = 0.92, 0.03
 NOISE = 0.029          # per dimension: cosine about 0.95 to the enrolled vector
+#: ``--vectors shared``: the common direction's length against unit Gaussian noise
+#: per dimension (strangers at cosine about 0.85)
+SHARED = 27.0
 MODEL = "synthetic:128"
 
 
-def unit(rows: int, seed: int) -> np.ndarray:
+def unit(rows: int, seed: int, kind: str = "random") -> np.ndarray:
     rng = np.random.default_rng(seed)
+    common = np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
+    common *= SHARED / np.linalg.norm(common) if kind == "shared" else 0.0
     out = np.empty((rows, DIM), np.float32)
     for start in range(0, rows, 100_000):              # chunks: no float64 copy of 1M rows
         chunk = rng.standard_normal((min(100_000, rows - start), DIM), dtype=np.float32)
+        chunk += common
         out[start:start + len(chunk)] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return out
 
 
-def workload(identities: int, queries: int):
-    gallery = unit(identities, seed=identities)
+def workload(identities: int, queries: int, kind: str):
+    gallery = unit(identities, identities, kind)
     rng = np.random.default_rng(1)
     targets = rng.choice(identities, queries, replace=False)
     genuine = gallery[targets] + NOISE * rng.standard_normal((queries, DIM), dtype=np.float32)
     genuine /= np.linalg.norm(genuine, axis=1, keepdims=True)
-    strangers = unit(queries, seed=identities + 7)
+    strangers = unit(queries, identities + 7, kind)
     return gallery, targets, genuine, strangers
 
 
@@ -81,19 +91,18 @@ def timed(function, items) -> list[float]:
     return out
 
 
-def run_memory(backend: str, identities: int, queries: int) -> dict:
+def run_memory(backend: str, identities: int, queries: int, kind: str) -> dict:
     from mobileface.identity.gallery import Gallery
 
-    vectors, targets, genuine, strangers = workload(identities, queries)
+    vectors, targets, genuine, strangers = workload(identities, queries, kind)
     truth = exact_top1(vectors, genuine)
     start = time.perf_counter()
     gallery = Gallery(np.arange(identities), [f"id{i}" for i in range(identities)], vectors,
                       np.arange(identities), MODEL,
-                      exact_below=0 if backend == "hnsw" else identities + 1)
+                      exact_below=0 if backend == "codes" else identities + 1)
     build_s = time.perf_counter() - start
     del vectors
-    def match(q):
-        return gallery.match(q, threshold=THRESHOLD)     # as the pipeline asks
+    match = gallery.match
 
     one = timed(lambda q: match(q[None]), genuine)
     batches = [genuine[i:i + 8] for i in range(0, len(genuine) - 7, 8)]
@@ -107,11 +116,11 @@ def run_memory(backend: str, identities: int, queries: int) -> dict:
     return out
 
 
-def run_pgvector(backend: str, identities: int, queries: int) -> dict:
+def run_pgvector(backend: str, identities: int, queries: int, kind: str) -> dict:
     from mobileface.eval.postgres_server import LocalPostgres
     from mobileface.identity.postgres import PostgresFacebank
 
-    vectors, targets, genuine, strangers = workload(identities, queries)
+    vectors, targets, genuine, strangers = workload(identities, queries, kind)
     truth = exact_top1(vectors, genuine)
     exact = backend == "pgvector-exact"
     if exact:       # a full scan per query: fewer of them
@@ -171,7 +180,7 @@ def _resident_mb() -> float:
 
 def child(args) -> int:
     run = run_pgvector if args.one_backend.startswith("pgvector") else run_memory
-    print(json.dumps(run(args.one_backend, args.one_size, args.queries)))
+    print(json.dumps(run(args.one_backend, args.one_size, args.queries, args.vectors)))
     return 0
 
 
@@ -180,7 +189,10 @@ def main(argv=None) -> int:
     parser.add_argument("--identities", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--backends", nargs="+",
-                        default=["numpy", "hnsw", "pgvector", "pgvector-exact"])
+                        default=["numpy", "codes", "pgvector", "pgvector-exact"],
+                        choices=["numpy", "codes", "pgvector", "pgvector-exact"])
+    parser.add_argument("--vectors", choices=["random", "shared"], default="random",
+                        help="random directions, or leaning on one shared direction")
     parser.add_argument("--pg-max", type=int, default=100_000,
                         help="largest gallery loaded into PostgreSQL")
     parser.add_argument("--json-out")
@@ -193,7 +205,8 @@ def main(argv=None) -> int:
         return child(args)
     flags = sorted({f for line in open("/proc/cpuinfo") if line.startswith("flags")
                     for f in line.split()[2:]} & {"avx2", "avx512f", "avx512_vnni", "amx_int8"})
-    print(f"{os.cpu_count()} cores, {' '.join(flags)}; {args.queries} genuine queries and "
+    print(f"{os.cpu_count()} cores, {' '.join(flags)}; {args.vectors} vectors; "
+          f"{args.queries} genuine queries and "
           f"{args.queries} strangers per size; threshold {THRESHOLD}, margin {MARGIN}",
           file=sys.stderr)
     rows = []
@@ -206,7 +219,8 @@ def main(argv=None) -> int:
             if backend.startswith("pgvector") and size > args.pg_max:
                 continue
             done = subprocess.run([sys.executable, __file__, "--one-backend", backend,
-                                   "--one-size", str(size), "--queries", str(args.queries)],
+                                   "--one-size", str(size), "--queries", str(args.queries),
+                                   "--vectors", args.vectors],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{size:>10} {backend:<15} failed: {done.stderr.strip()[-300:]}")
@@ -219,6 +233,7 @@ def main(argv=None) -> int:
                   f"{r['false_accept_rate']:>7.4f} {r['rss_mb']:>8.0f} {r['peak_rss_mb']:>8.0f}",
                   flush=True)
     emit_json({"benchmark": "gallery", "cpu_count": os.cpu_count(), "cpu_flags": flags,
+               "vectors": args.vectors,
                "queries": args.queries, "rows": rows}, args.json_out)
     return 0
 

@@ -62,9 +62,10 @@ class Gallery:
     (M,) identify the rows in their facebank (row numbers when not given), so
     that a later :meth:`assemble` reuses what did not change.
 
-    From ``exact_below`` people on, an HNSW index of the people's prototypes
-    (``search``, built here when not given; see :mod:`~mobileface.identity.search`)
-    picks the candidates whose pictures are then compared exactly.
+    From ``exact_below`` people on, the photos' 1-bit codes (``search``, a
+    :class:`~mobileface.identity.search.SignCodes` in the order of the rows given,
+    made here when not given) pick the candidates whose people are then compared
+    exactly.
     """
 
     def __init__(self, person_ids, names, embeddings, owners, model_id: str = "",
@@ -88,6 +89,7 @@ class Gallery:
                          else np.asarray(versions, np.float64).reshape(-1))
         if len(self.image_ids) != rows or len(self.versions) != rows:
             raise ValueError("one image id and version per row is needed")
+        order = None
         if len(self.owners) and np.any(np.diff(self.owners) < 0):
             # each person's rows together (a facebank gives them so): person p's rows
             # are starts[p]:starts[p + 1], compared by one product and one reduceat
@@ -98,16 +100,19 @@ class Gallery:
                                                                   minlength=len(self.names)))])
         self._image_order = np.argsort(self.image_ids, kind="stable")
         self._person_order = np.argsort(self.person_ids, kind="stable")
+        self._sorted_image_ids = self.image_ids[self._image_order]
+        self._sorted_person_ids = self.person_ids[self._person_order]
         self._prototypes: np.ndarray | None = None
         self.exact_below = EXACT_BELOW if exact_below is None else int(exact_below)
-        self.search = search if len(self.names) >= self.exact_below else None
-        if len(self.names) >= self.exact_below and self.search is None:
-            from mobileface.identity.search import HnswSearch
+        self.search = None
+        if len(self.names) >= self.exact_below:
+            from mobileface.identity.search import SignCodes
 
-            self.search = HnswSearch(self.dim)
-            for start in range(0, len(self.names), 100_000):   # no second full matrix
-                people = np.arange(start, min(start + 100_000, len(self.names)))
-                self.search.add(self.person_ids[people], self.prototypes_of(people))
+            if search is not None and len(search) == rows and len(search.centre) == self.dim:
+                self.search = search if order is None else search.with_codes(
+                    search.codes[:, order])
+            else:
+                self.search = SignCodes.of(self.embeddings)
 
     @classmethod
     def empty(cls) -> "Gallery":
@@ -145,22 +150,17 @@ class Gallery:
             vectors[kept] = reuse.embeddings[known[kept]]
         search = None
         if reuse is not None and reuse.search is not None:
-            # people whose pictures changed, or who are gone: their prototypes change
-            changed = set(person_of_row[fresh].tolist())
-            changed |= set(reuse.person_ids[reuse.owners[np.setdiff1d(
-                np.arange(len(reuse.image_ids)), known[kept])]].tolist())
-            search = reuse.search            # updated in place: a few keys, no rebuild
-            search.remove(sorted(changed & set(search.keys().tolist())))
-        gallery = cls(person_ids, names, vectors, owners, model_id, ids, rows.versions,
-                      search, exact_below)
-        if search is not None and gallery.search is search:
-            update = np.flatnonzero(np.isin(gallery.person_ids, sorted(changed)))
-            search.add(gallery.person_ids[update], gallery.prototypes_of(update))
-        return gallery
+            # the kept rows' codes as they are, new codes for the rest only
+            codes = np.empty((reuse.search.codes.shape[0], len(ids)), np.uint64)
+            codes[:, kept] = reuse.search.codes[:, known[kept]]
+            codes[:, fresh] = reuse.search.encode(vectors[fresh])
+            search = reuse.search.with_codes(codes)
+        return cls(person_ids, names, vectors, owners, model_id, ids, rows.versions,
+                   search, exact_below)
 
     def rows_of(self, image_ids: np.ndarray, versions: np.ndarray) -> np.ndarray:
         """(M,) this gallery's row holding each (image id, version), -1 where none does."""
-        rows = _lookup(self.image_ids, self._image_order, image_ids)
+        rows = _lookup(self._sorted_image_ids, self._image_order, image_ids)
         same = rows >= 0
         same[same] = self.versions[rows[same]] == np.asarray(versions)[same]
         return np.where(same, rows, -1)
@@ -195,8 +195,8 @@ class Gallery:
         return normalise(out)
 
     def name_of(self, person_id: int) -> str | None:
-        hits = np.flatnonzero(self.person_ids == person_id)
-        return self.names[int(hits[0])] if len(hits) else None
+        at = int(_lookup(self._sorted_person_ids, self._person_order, [person_id])[0])
+        return self.names[at] if at >= 0 else None
 
     def _queries(self, embeddings: np.ndarray, mode: str) -> np.ndarray:
         if mode not in MATCH_MODES:
@@ -207,17 +207,16 @@ class Gallery:
                              f"the gallery has {self.dim}")
         return queries
 
-    def _candidates(self, queries: np.ndarray, k: int, mode: str,
-                    expansion: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(N, k) the people the index proposes (indices, -1 for none) and each one's
-        exact similarity (-inf for none)."""
-        keys, _ = self.search.search(queries, k, expansion)
-        candidates = _lookup(self.person_ids, self._person_order, keys)
+    def _candidates(self, queries: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C) the people of the photos the codes find nearest (indices, -1 to pad)
+        and each one's exact similarity (-inf to pad)."""
+        people = [np.unique(self.owners[rows]) for rows in self.search.nearest(queries)]
+        width = max(len(p) for p in people)
+        candidates = np.full((len(queries), width), -1, np.int64)
         sims = np.full(candidates.shape, -np.inf, np.float32)
-        for i in range(len(queries)):
-            found = candidates[i] >= 0
-            sims[i, found] = self._people_similarities(queries[i:i + 1], candidates[i][found],
-                                                       mode)[0]
+        for i, found in enumerate(people):
+            candidates[i, :len(found)] = found
+            sims[i, :len(found)] = self._people_similarities(queries[i:i + 1], found, mode)[0]
         return candidates, sims
 
     def _people_similarities(self, queries: np.ndarray, people: np.ndarray | None,
@@ -247,21 +246,14 @@ class Gallery:
         queries = self._queries(embeddings, mode)
         return self._people_similarities(queries, None, mode)
 
-    def match(self, embeddings: np.ndarray, mode: str = "best",
-              threshold: float | None = None) -> Matches:
+    def match(self, embeddings: np.ndarray, mode: str = "best") -> Matches:
         """Each face's most similar person and the best similarity to anyone else.
 
-        Below ``exact_below`` people every person is compared; above, the people
-        whose prototypes the index finds nearest (:data:`~mobileface.identity.search.TOP_K`)
-        are, by all their pictures, so the threshold-and-margin rule sees the same
-        similarities as an exact search whenever the right people are among them.
-        With ``threshold`` (the recognition threshold), a face whose best candidate
-        stays below it is searched again, wider
-        (:data:`~mobileface.identity.search.EXPANSION_WIDE`): the index's misses
-        would otherwise be unknown faces.
+        Below ``exact_below`` people every person is compared; above, the people of
+        the :data:`~mobileface.identity.search.CANDIDATES` photos whose codes are
+        nearest are, by all their photos, so the threshold-and-margin rule sees the
+        similarities of an exact search whenever the right people are among them.
         """
-        from mobileface.identity.search import EXPANSION_WIDE, TOP_K
-
         queries = self._queries(embeddings, mode)
         n = len(queries)
         person = np.full(n, -1)
@@ -272,14 +264,7 @@ class Gallery:
             candidates = np.broadcast_to(np.arange(len(self.names)), (n, len(self.names)))
             sims = self._people_similarities(queries, None, mode)
         else:
-            candidates, sims = self._candidates(queries, TOP_K, mode)
-            if threshold is not None:
-                again = np.flatnonzero(sims.max(1) < threshold)
-                if len(again):
-                    wide, wide_sims = self._candidates(queries[again], TOP_K, mode,
-                                                       EXPANSION_WIDE)
-                    candidates, sims = candidates.copy(), sims.copy()
-                    candidates[again], sims[again] = wide, wide_sims
+            candidates, sims = self._candidates(queries, mode)
         rows = np.arange(n)
         first = np.argmax(sims, axis=1)
         person = np.take_along_axis(candidates, first[:, None], 1)[:, 0]
@@ -292,15 +277,14 @@ class Gallery:
         return Matches(person, best, second)
 
 
-def _lookup(values: np.ndarray, order: np.ndarray, wanted) -> np.ndarray:
-    """Where each of ``wanted`` is in ``values`` (``order`` sorts them), -1 if absent."""
+def _lookup(sorted_values: np.ndarray, order: np.ndarray, wanted) -> np.ndarray:
+    """Where each of ``wanted`` is among the values that ``order`` sorts into
+    ``sorted_values`` (their index before sorting), -1 if absent."""
     wanted = np.asarray(wanted, np.int64)
-    if not len(values):
+    if not len(sorted_values):
         return np.full(wanted.shape, -1, np.int64)
-    sorted_values = values[order]
-    at = np.clip(np.searchsorted(sorted_values, wanted), 0, len(values) - 1)
-    found = order[at]
-    return np.where(values[found] == wanted, found, -1)
+    at = np.clip(np.searchsorted(sorted_values, wanted), 0, len(sorted_values) - 1)
+    return np.where(sorted_values[at] == wanted, order[at], -1)
 
 
 class IdentityVote:

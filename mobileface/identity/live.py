@@ -79,7 +79,7 @@ class GalleryFollower:
         """(person id or None, similarity) for each normalised embedding."""
         if len(self.gallery) == 0:
             return [(None, float("nan"))] * len(embeddings)
-        matches = self.gallery.match(embeddings, mode, threshold)
+        matches = self.gallery.match(embeddings, mode)
         chosen = matches.decide(threshold, margin)
         return [(int(self.gallery.person_ids[c]) if c >= 0 else None, float(s))
                 for c, s in zip(chosen, matches.best)]
