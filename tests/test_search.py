@@ -168,3 +168,57 @@ def test_a_gallery_that_grows_past_the_threshold_gets_codes_and_one_that_shrinks
                              fetch, "m", previous=large, exact_below=20)
     assert again.search is None
     np.testing.assert_array_equal(again.match(vectors[:10]).person, np.arange(10))
+
+
+def test_real_dlib_embeddings_get_the_decisions_of_exact_search(analyzer):
+    """The 100 LFW people of the shared data, embedded by the default embedder: their
+    first photos enrolled among 20,000 strangers drawn from the Gaussian of their
+    embeddings (cosines to them as between real strangers), their second photos
+    searched. The codes decide as exact search does, and name no one wrongly."""
+    from conftest import DATA
+    from mobileface.detect.locate import find_main_face
+    from mobileface.io.image import read_image
+
+    folder = DATA / "mobileface" / "LFW-Aligned-100Pair"
+    if not folder.is_dir():
+        pytest.skip("shared LFW-Aligned-100Pair data is absent")
+    people = sorted(p for p in folder.iterdir() if p.is_dir())
+    firsts, seconds = [], []
+    for person in people:
+        photos = sorted(person.glob("*.jpg"))[:2]
+        found = [find_main_face(analyzer, read_image(p)).faces for p in photos]
+        firsts.append(found[0].embedding[0])
+        seconds.append(found[1].embedding[0])
+    both = np.concatenate([firsts, seconds]).astype(np.float64)
+    rng = np.random.default_rng(7)
+    strangers = normalise(rng.multivariate_normal(both.mean(0), np.cov(both.T), 20_000)
+                          .astype(np.float32))
+    firsts, seconds = normalise(np.array(firsts)), normalise(np.array(seconds))
+    real = np.percentile((firsts @ seconds.T)[~np.eye(len(people), dtype=bool)], [50, 99])
+    drawn = np.percentile(seconds @ strangers[:2000].T, [50, 99])
+    np.testing.assert_allclose(drawn, real, atol=0.02)          # about 0.86 and 0.92
+    vectors = np.concatenate([firsts, strangers])
+    rows = np.arange(len(vectors))
+    exact, approx = _gallery(rows, vectors, 10**9), _gallery(rows, vectors, 10)
+    embedder = next(s for s in analyzer.stages if "embedding" in s.provides)
+    threshold, margin = embedder.threshold, 0.03
+    a, b = exact.match(seconds), approx.match(seconds)
+    assert (b.best <= a.best + 1e-5).all() and (a.best - b.best).max() < 0.01
+    decided = a.decide(threshold, margin)
+    np.testing.assert_array_equal(decided, b.decide(threshold, margin))
+    assert (decided >= 0).sum() >= 5 and (decided[decided >= 0] == np.flatnonzero(decided >= 0)).all()
+    assert (a.person == b.person).mean() >= 0.95
+
+
+def test_distances_scanned_a_block_at_a_time_are_those_of_one_scan(monkeypatch):
+    rng = np.random.default_rng(8)
+    vectors = normalise(rng.standard_normal((5_001, 128)).astype(np.float32))
+    codes = SignCodes.of(vectors)
+    query = vectors[17] + 0.01
+    whole = codes.distances(query).copy()
+    assert whole[17] == whole.min() and whole.dtype == np.uint8
+    np.testing.assert_array_equal(
+        whole, np.bitwise_count(codes.codes ^ codes.encode(query)).sum(0))
+    monkeypatch.setattr(search, "BLOCK", 1_000)
+    codes = SignCodes.of(vectors)
+    np.testing.assert_array_equal(codes.distances(query), whole)

@@ -69,13 +69,16 @@ class Gallery:
     """
 
     def __init__(self, person_ids, names, embeddings, owners, model_id: str = "",
-                 image_ids=None, versions=None, search=None, exact_below: int | None = None):
+                 image_ids=None, versions=None, search=None, exact_below: int | None = None,
+                 normalised: bool = False):
         from mobileface.identity.search import EXACT_BELOW
 
         self.person_ids = np.asarray(person_ids, np.int64).reshape(-1)
         self.names = list(names)
-        self.embeddings = normalise(np.asarray(embeddings, np.float32).reshape(len(owners), -1)
-                                    if len(owners) else np.zeros((0, 0), np.float32))
+        embeddings = (np.asarray(embeddings, np.float32).reshape(len(owners), -1)
+                      if len(owners) else np.zeros((0, 0), np.float32))
+        # normalised: the rows are unit length already (assemble's), not scaled again
+        self.embeddings = embeddings if normalised else normalise(embeddings)
         self.owners = np.asarray(owners, np.int64).reshape(-1)
         self.model_id = model_id
         if len(self.names) != len(self.person_ids):
@@ -156,7 +159,7 @@ class Gallery:
             codes[:, fresh] = reuse.search.encode(vectors[fresh])
             search = reuse.search.with_codes(codes)
         return cls(person_ids, names, vectors, owners, model_id, ids, rows.versions,
-                   search, exact_below)
+                   search, exact_below, normalised=True)
 
     def rows_of(self, image_ids: np.ndarray, versions: np.ndarray) -> np.ndarray:
         """(M,) this gallery's row holding each (image id, version), -1 where none does."""
