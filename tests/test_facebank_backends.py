@@ -277,3 +277,84 @@ def test_a_facebank_of_a_newer_schema_is_refused_untouched(bank_spec):
     with pytest.raises(FacebankError, match="schema version 99.*newer"):
         open_facebank(bank_spec)
     assert _schema_version(bank_spec) == "99"
+
+
+def test_a_slow_reload_runs_beside_the_pipeline_with_the_last_gallery(bank_spec):
+    """A large facebank takes seconds to read: the follower reads it in a thread of its
+    own, polls return at once meanwhile, and the last gallery goes on matching."""
+    from mobileface.identity.live import GalleryFollower
+
+    with open_facebank(bank_spec) as writer, open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1)], MODEL)
+        follower = GalleryFollower(MODEL, poll_seconds=0.0)
+        follower.follow(reader)
+        read = reader.gallery
+
+        def slow_gallery(*args, **kwargs):
+            time.sleep(1.0)
+            return read(*args, **kwargs)
+
+        reader.gallery = slow_gallery
+        writer.add("Bob", [_enrol(2)], MODEL)
+        taken, polls, start = False, [], time.monotonic()
+        while not taken and time.monotonic() < start + 10:
+            mark = time.monotonic()
+            taken = follower.poll()
+            polls.append(time.monotonic() - mark)
+            if not taken:
+                [(person, _)] = follower.decide(_vector(1)[None], 0.9, 0.0, "best")
+                assert follower.name_of(person) == "Ann" and follower.gallery.names == ["Ann"]
+            time.sleep(0.01)
+        assert taken and follower.gallery.names == ["Ann", "Bob"]
+        assert time.monotonic() - start >= 1.0 and max(polls) < 0.5 and len(polls) > 10
+        [(person, _)] = follower.decide(_vector(2)[None], 0.9, 0.0, "best")
+        assert follower.name_of(person) == "Bob"
+
+
+def test_a_reload_that_fails_in_the_background_keeps_the_gallery_and_is_tried_again(bank_spec):
+    from mobileface.identity.live import GalleryFollower
+
+    with open_facebank(bank_spec) as writer, open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1)], MODEL)
+        follower = GalleryFollower(MODEL, poll_seconds=0.0)
+        follower.follow(reader)
+        read, failures = reader.gallery, []
+
+        def failing_once(*args, **kwargs):
+            if not failures:
+                failures.append(1)
+                raise FacebankError("cannot read the facebank just now")
+            return read(*args, **kwargs)
+
+        reader.gallery = failing_once
+        writer.add("Bob", [_enrol(2)], MODEL)
+        deadline = time.monotonic() + 10
+        while follower.gallery.names != ["Ann", "Bob"] and time.monotonic() < deadline:
+            follower.poll()
+            time.sleep(0.01)
+        assert failures == [1] and follower.gallery.names == ["Ann", "Bob"]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug, not a fault of the server")
+
+        reader.gallery = broken
+        writer.add("Cy", [_enrol(3)], MODEL)
+        with pytest.raises(RuntimeError, match="a bug"):
+            for _ in range(500):
+                follower.poll()
+                time.sleep(0.01)
+
+
+def test_a_gallery_of_many_photos_holds_each_ones_embedding(bank_spec):
+    """More rows than SQLite binds in one statement (999), read in one query."""
+    with open_facebank(bank_spec) as bank:
+        for person in range(3):
+            bank.add(f"P{person}", [_enrol(seed) for seed in range(person * 500, person * 500 + 500)],
+                     MODEL)
+        gallery = bank.gallery(MODEL)
+        assert len(gallery) == 3 and len(gallery.embeddings) == 1500
+        for person in range(3):
+            rows = gallery.embeddings[gallery.owners == gallery.names.index(f"P{person}")]
+            wanted = np.stack([_vector(seed) for seed in range(person * 500, person * 500 + 500)])
+            np.testing.assert_allclose(np.sort(rows @ wanted.T, axis=1)[:, -1], 1.0, atol=1e-5)
+        assert len(bank._embeddings(gallery.image_ids[:0])) == 0

@@ -395,6 +395,8 @@ class PostgresFacebank(FacebankRules):
 
     def _embeddings(self, image_ids: np.ndarray) -> np.ndarray:
         ids = [int(i) for i in image_ids]
+        if not ids:
+            return np.zeros((0, 0), np.float32)
         found = dict(self._query("SELECT id, embedding FROM mobileface.images "
                                  "WHERE id = ANY(%s)", (ids,)))
         if len(found) != len(ids):

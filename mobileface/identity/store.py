@@ -179,9 +179,9 @@ class FacebankRules:
 
         self._check_model(model_id)
         rows = self._gallery_rows(model_id, include_outliers)
-        meta = GalleryRows(np.array([r[0] for r in rows], np.int64),
-                           np.array([r[1] for r in rows], np.float64),
-                           np.array([r[2] for r in rows], np.int64), [r[3] for r in rows])
+        image_ids, added, person_ids, names = zip(*rows) if rows else ((), (), (), ())
+        meta = GalleryRows(np.array(image_ids, np.int64), np.array(added, np.float64),
+                           np.array(person_ids, np.int64), list(names))
         return Gallery.assemble(meta, self._embeddings, model_id, previous)
 
     def pairs(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
