@@ -92,6 +92,46 @@ def test_his_track_carries_his_name_and_nobody_else_is_labelled_him(full_run, ha
     assert len({e["track_id"] for e in events}) == len(events)
 
 
+def test_his_name_comes_through_a_facebank_too_large_for_exact_search(facebank, hamilton,
+                                                                      tmp_path):
+    """30,000 more people (random directions, rows written straight into the facebank's
+    database: enrolling them through take_pic would take an hour): the gallery searches
+    its 1-bit codes, and the run names the same tracks as the two-person facebank."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+
+    import numpy as np
+
+    from mobileface.identity.facebank import Facebank
+    from mobileface.identity.search import EXACT_BELOW
+
+    bank = tmp_path / "large"
+    shutil.copytree(facebank, bank, ignore=shutil.ignore_patterns("facebank.sqlite*"))
+    with closing(sqlite3.connect(facebank / "facebank.sqlite")) as source, \
+            closing(sqlite3.connect(bank / "facebank.sqlite")) as copy:
+        source.backup(copy)                     # a consistent copy of a database in use
+    strangers = EXACT_BELOW + 10_000
+    with closing(sqlite3.connect(bank / "facebank.sqlite")) as db, db:
+        model = db.execute("SELECT model FROM images LIMIT 1").fetchone()[0]
+        first = db.execute("SELECT max(id) FROM people").fetchone()[0] + 1
+        vectors = np.random.default_rng(12).standard_normal((strangers, 128)).astype("<f4")
+        db.executemany("INSERT INTO people (id, name, created) VALUES (?, ?, 0)",
+                       ((first + i, f"Stranger {i:05d}") for i in range(strangers)))
+        db.executemany("INSERT INTO images (person_id, file, sha256, model, embedding, quality, "
+                       "added) VALUES (?, ?, ?, ?, ?, 0.8, 0)",
+                       ((first + i, f"s{i}.jpg", f"{i:064x}", model, vectors[i].tobytes())
+                        for i in range(strangers)))
+    assert Facebank(bank, read_only=True).gallery(model).search is not None
+    runs = {}
+    for name, folder in (("small", facebank), ("large", bank)):
+        events = tmp_path / f"{name}.jsonl"
+        assert infer.main(["-q", "-f", str(hamilton), "--events", str(events),
+                           "--facebank", str(folder)]) == 0
+        runs[name] = [(e["track_id"], e["identity"]) for e in _events(events)]
+    assert runs["large"] == runs["small"] and (LIN in {n for _, n in runs["large"]})
+
+
 def test_the_output_has_the_input_frames_and_fps_and_plays(full_run, hamilton):
     _, out = full_run
     assert _frames(out / "out.mp4") == _frames(hamilton)
