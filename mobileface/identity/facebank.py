@@ -72,6 +72,9 @@ __all__ = ["APPLICATION_ID", "BUSY_TIMEOUT", "DB_COMPANIONS", "DB_NAME", "IMAGE_
 
 log = logging.getLogger(__name__)
 
+#: the most rows whose embeddings one query reads
+FETCH_CHUNK = 50_000
+
 
 @dataclass
 class _Row:
@@ -207,23 +210,33 @@ class Facebank(FacebankRules):
                               "ORDER BY p.name, i.file", (model_id,))
 
     def _embeddings(self, image_ids: np.ndarray) -> np.ndarray:
-        """The embeddings of these rows, in their order: one query (the ids as a JSON
-        array, no limit on bound values) and one buffer, so that a million rows take
-        seconds, not tens of them."""
+        """The embeddings of these rows, in their order: a query per :data:`FETCH_CHUNK`
+        rows (the ids as a JSON array, no limit on bound values), so that a million rows
+        take seconds, not tens of them, and no single call holds the GIL for long beside
+        a running pipeline."""
         ids = np.asarray(image_ids, np.int64).reshape(-1)
-        if not len(ids):
-            return np.zeros((0, 0), np.float32)
-        rows = self._db.query("SELECT id, embedding FROM images WHERE id IN "
-                              "(SELECT value FROM json_each(?))", (json.dumps(ids.tolist()),))
-        sizes = {len(blob) for _, blob in rows}
-        if len(sizes) > 1 or len(rows) != len(np.unique(ids)):
-            raise FacebankError(f"facebank {shown(self.folder)} mixes embedding sizes or "
-                                "changed while it was read; re-import it")
-        found = np.fromiter((image_id for image_id, _ in rows), np.int64, len(rows))
-        vectors = np.frombuffer(b"".join(blob for _, blob in rows), "<f4")
-        vectors = vectors.reshape(len(rows), -1).astype(np.float32)
-        order = np.argsort(found)
-        return vectors[order[np.searchsorted(found[order], ids)]]
+        order = np.argsort(ids)
+        out, seen, sizes = None, 0, set()
+        for start in range(0, len(ids), FETCH_CHUNK):
+            rows = self._db.query("SELECT id, embedding FROM images WHERE id IN (SELECT value "
+                                  "FROM json_each(?))",
+                                  (json.dumps(ids[start:start + FETCH_CHUNK].tolist()),))
+            sizes |= {len(blob) for _, blob in rows}
+            if len(sizes) > 1:
+                raise FacebankError(f"facebank {shown(self.folder)} mixes embedding sizes; "
+                                    "re-import it")
+            if not rows:
+                continue
+            found = np.fromiter((image_id for image_id, _ in rows), np.int64, len(rows))
+            vectors = np.frombuffer(b"".join(blob for _, blob in rows), "<f4")
+            if out is None:
+                out = np.zeros((len(ids), len(vectors) // len(rows)), np.float32)
+            out[order[np.searchsorted(ids[order], found)]] = vectors.reshape(len(rows), -1)
+            seen += len(rows)
+        if seen != len(np.unique(ids)):
+            raise FacebankError(f"facebank {shown(self.folder)} changed while it was read; "
+                                "reading it again")
+        return out if out is not None else np.zeros((0, 0), np.float32)
 
     # -- changing ---------------------------------------------------------------
 

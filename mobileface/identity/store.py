@@ -179,9 +179,11 @@ class FacebankRules:
 
         self._check_model(model_id)
         rows = self._gallery_rows(model_id, include_outliers)
-        image_ids, added, person_ids, names = zip(*rows) if rows else ((), (), (), ())
-        meta = GalleryRows(np.array(image_ids, np.int64), np.array(added, np.float64),
-                           np.array(person_ids, np.int64), list(names))
+        # generators, not one C call over a million rows: a reload runs beside the
+        # pipeline (identity.live), which must get the GIL back every few ms
+        meta = GalleryRows(*(np.fromiter((r[c] for r in rows), dtype, len(rows))
+                             for c, dtype in ((0, np.int64), (1, np.float64), (2, np.int64))),
+                           [r[3] for r in rows])
         return Gallery.assemble(meta, self._embeddings, model_id, previous)
 
     def pairs(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
