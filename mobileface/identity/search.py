@@ -42,9 +42,9 @@ import numpy as np
 #: galleries of fewer people than this are searched exactly
 EXACT_BELOW = 20_000
 #: the photos nearest in Hamming distance that are compared exactly (by their people).
-#: With dlib's crowded embeddings (strangers drawn like 100 LFW people's, 20,000 and
-#: 200,000 of them) 64 let a missed runner-up turn 2 and 1 of 100 faces into a wrong
-#: name; 256 gave exact search's decisions for all
+#: With dlib's crowded embeddings (100 LFW people among 20,000 strangers drawn like
+#: them) 64 let a missed runner-up give 2 faces in 100 a wrong name; 256 gave exact
+#: search's decisions for all, among 200,000 strangers too
 CANDIDATES = 256
 #: the most photos a face is compared with when many codes tie at the last distance
 MOST_CANDIDATES = 4 * CANDIDATES
