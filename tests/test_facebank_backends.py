@@ -268,6 +268,8 @@ def test_a_facebank_of_the_previous_schema_is_upgraded_and_keeps_its_people(bank
         gallery = bank.gallery(MODEL)
         assert gallery.names == ["Ann", "Bob"]
         np.testing.assert_allclose(gallery.embeddings[0], _vector(1), atol=1e-6)
+        bank.add("Cy", [_enrol(3)], MODEL)          # the change log (schema 3) has it
+        assert bank.gallery(MODEL, previous=gallery).source[2] > gallery.source[2] > 0
 
 
 def test_a_facebank_of_a_newer_schema_is_refused_untouched(bank_spec):
@@ -358,3 +360,83 @@ def test_a_gallery_of_many_photos_holds_each_ones_embedding(bank_spec):
             wanted = np.stack([_vector(seed) for seed in range(person * 500, person * 500 + 500)])
             np.testing.assert_allclose(np.sort(rows @ wanted.T, axis=1)[:, -1], 1.0, atol=1e-5)
         assert len(bank._embeddings(gallery.image_ids[:0])) == 0
+
+
+def _state(gallery) -> list[tuple]:
+    """A gallery's rows as (image id, person's name, embedding), in image id order."""
+    rows = sorted(zip(gallery.image_ids.tolist(), (gallery.names[o] for o in gallery.owners),
+                      (tuple(np.round(e, 5)) for e in gallery.embeddings)))
+    return rows
+
+
+def test_a_reload_reads_only_the_rows_the_change_log_names(bank_spec, monkeypatch):
+    """Added, re-embedded, renamed, removed and outlier-flagged rows all come in through
+    the change log, and the gallery is the one a full read gives."""
+    with open_facebank(bank_spec, outlier_threshold=0.5) as writer, \
+            open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1, 1), _enrol(2, 1)], MODEL)
+        writer.add("Bob", [_enrol(30)], MODEL)
+        writer.add("Cy", [_enrol(40)], MODEL)
+        before = reader.gallery(MODEL)
+        assert before.source[2] is not None
+        writer.add("Dan", [_enrol(50)], MODEL)
+        writer.rename("Bob", "Robert")
+        writer.remove("Cy")
+        again = _enrol(2, 1)
+        writer.add("Ann", [again._replace(embedding=_vector(3, 1))], MODEL)   # re-embedded
+        writer.add("Ann", [_enrol(99)], MODEL)                               # flagged
+        full_reads = []
+        read_all = type(reader)._gallery_rows
+        monkeypatch.setattr(type(reader), "_gallery_rows",
+                            lambda self, *a: full_reads.append(1) or read_all(self, *a))
+        after = reader.gallery(MODEL, previous=before)
+        assert full_reads == []                          # only the change log's rows
+        assert after.source[2] > before.source[2]
+        assert _state(after) == _state(reader.gallery(MODEL)) and full_reads == [1]
+        assert sorted(after.names) == ["Ann", "Dan", "Robert"]
+        clean = reader.gallery(MODEL, include_outliers=False, previous=after)
+        assert _state(clean) == _state(reader.gallery(MODEL, include_outliers=False))
+        assert len(clean.image_ids) == len(after.image_ids) - 1
+        assert after.names[after.match(_vector(3, 1)).person[0]] == "Ann"
+
+
+def test_a_reader_further_behind_than_the_log_reads_everything(bank_spec, monkeypatch):
+    import mobileface.identity.database as database
+    import mobileface.identity.postgres as postgres
+
+    monkeypatch.setattr(database, "KEEP_CHANGES", 3)
+    monkeypatch.setattr(postgres, "KEEP_CHANGES", 3)
+    with open_facebank(bank_spec) as writer, open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1)], MODEL)
+        before = reader.gallery(MODEL)
+        for seed in range(2, 8):                     # six changes: the first ones pruned
+            writer.add(f"P{seed}", [_enrol(seed)], MODEL)
+        full_reads = []
+        read_all = type(reader)._gallery_rows
+        monkeypatch.setattr(type(reader), "_gallery_rows",
+                            lambda self, *a: full_reads.append(1) or read_all(self, *a))
+        after = reader.gallery(MODEL, previous=before)
+        assert full_reads == [1] and len(after) == 7
+        writer.add("Zed", [_enrol(9)], MODEL)         # one change: the log has it
+        latest = reader.gallery(MODEL, previous=after)
+        assert full_reads == [1] and len(latest) == 8
+        assert _state(latest) == _state(reader.gallery(MODEL))
+
+
+def test_a_person_renamed_in_the_database_alone_is_seen_by_the_change_log(bank_spec):
+    """A rename that touches only the people table (another tool's) is logged too."""
+    with open_facebank(bank_spec) as writer, open_facebank(bank_spec) as reader:
+        writer.add("Ann", [_enrol(1)], MODEL)
+        writer.add("Bob", [_enrol(2)], MODEL)
+        before = reader.gallery(MODEL)
+        if is_database_url(bank_spec):
+            import psycopg
+
+            with psycopg.connect(bank_spec, autocommit=True) as conn:
+                conn.execute("UPDATE mobileface.people SET name = 'Bea' WHERE name = 'Bob'")
+        else:
+            with sqlite3.connect(Path(bank_spec) / "facebank.sqlite") as conn:
+                conn.execute("UPDATE people SET name = 'Bea' WHERE name = 'Bob'")
+            conn.close()
+        after = reader.gallery(MODEL, previous=before)
+        assert sorted(after.names) == ["Ann", "Bea"] and after.source[2] > before.source[2]

@@ -29,8 +29,11 @@ from mobileface.identity.names import DB_COMPANIONS, DB_NAME
 
 log = logging.getLogger(__name__)
 
-#: the schema this version writes; version 1 (no aligned crops) is upgraded on first write
-SCHEMA_VERSION = 2
+#: the schema this version writes; an older one (1: no aligned crops, 2: no change log) is
+#: upgraded on first write
+SCHEMA_VERSION = 3
+#: the change log keeps this many entries: a reader further behind reads the whole gallery
+KEEP_CHANGES = 100_000
 #: written into the SQLite header of every facebank this module creates ("MFB1"):
 #: how a facebank is told from another application's SQLite file
 APPLICATION_ID = 0x4D464231
@@ -59,9 +62,25 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_person ON images(person_id);
 """
+#: the change log (schema 3): a row per image row added, changed or removed and per person
+#: renamed, numbered in commit order (writers take the write lock first), so that a
+#: running pipeline reads only what changed since its last read (see store.gallery)
+CHANGE_LOG = (
+    "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "image_id INTEGER, person_id INTEGER)",
+    "CREATE TRIGGER IF NOT EXISTS images_added AFTER INSERT ON images BEGIN "
+    "INSERT INTO changes (image_id, person_id) VALUES (new.id, new.person_id); END",
+    "CREATE TRIGGER IF NOT EXISTS images_changed AFTER UPDATE ON images BEGIN "
+    "INSERT INTO changes (image_id, person_id) VALUES (new.id, new.person_id); END",
+    "CREATE TRIGGER IF NOT EXISTS images_removed AFTER DELETE ON images BEGIN "
+    "INSERT INTO changes (image_id, person_id) VALUES (old.id, old.person_id); END",
+    "CREATE TRIGGER IF NOT EXISTS people_renamed AFTER UPDATE OF name ON people BEGIN "
+    "INSERT INTO changes (image_id, person_id) VALUES (NULL, new.id); END",
+)
 #: how a facebank of each older schema version becomes the next one (tested in
-#: tests/test_facebank_backends.py); version 2 keeps each row's aligned crop
-MIGRATIONS = {1: ("ALTER TABLE images ADD COLUMN chip BLOB",)}
+#: tests/test_facebank_backends.py); version 2 keeps each row's aligned crop, version 3
+#: logs changes
+MIGRATIONS = {1: ("ALTER TABLE images ADD COLUMN chip BLOB",), 2: CHANGE_LOG}
 #: the columns every table must have: a facebank missing one is damaged
 _COLUMNS = {"meta": {"key", "value"}, "people": {"id", "name", "created"},
             "images": {"id", "person_id", "file", "sha256", "model", "embedding", "quality",
@@ -225,6 +244,8 @@ class Database:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                for statement in CHANGE_LOG:
+                    conn.execute(statement)
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
@@ -309,10 +330,44 @@ class Database:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                if getattr(self, "version", 0) >= 3:
+                    self._prune_changes()
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
+
+    def _prune_changes(self) -> None:
+        """Keep the last :data:`KEEP_CHANGES` entries of the change log; the meta
+        table's ``changes_pruned`` says up to where entries are gone."""
+        last = self.conn.execute("SELECT max(seq) FROM changes").fetchone()[0]
+        if last is not None and last > KEEP_CHANGES:
+            gone = last - KEEP_CHANGES
+            if self.conn.execute("DELETE FROM changes WHERE seq <= ?", (gone,)).rowcount:
+                self.conn.execute("INSERT INTO meta VALUES ('changes_pruned', ?) ON CONFLICT "
+                                  "(key) DO UPDATE SET value = excluded.value", (str(gone),))
+
+    def changes_since(self, seq: int, most: int) -> tuple[int, list, list] | None:
+        """(the newest entry's number, image ids, person ids) logged after entry ``seq``;
+        None when the log cannot say (no log in this schema, entries pruned, or more
+        than ``most`` of them)."""
+        if getattr(self, "version", 0) < 3:
+            return None
+        pruned = self.query("SELECT value FROM meta WHERE key = 'changes_pruned'")
+        if pruned and int(pruned[0][0]) > seq:
+            return None
+        rows = self.query("SELECT seq, image_id, person_id FROM changes WHERE seq > ? "
+                          "ORDER BY seq LIMIT ?", (seq, most + 1))
+        if len(rows) > most:
+            return None
+        return (rows[-1][0] if rows else seq, [i for _, i, _ in rows if i is not None],
+                [p for _, i, p in rows if i is None])
+
+    def change_seq(self) -> int | None:
+        """The newest change log entry's number (0: none yet; None: no log)."""
+        if getattr(self, "version", 0) < 3:
+            return None
+        return int(self.query("SELECT coalesce(max(seq), 0) FROM changes")[0][0])
 
     def _rollback(self) -> None:
         """Roll back whatever is still open (a failed COMMIT may have ended it already)."""

@@ -203,6 +203,23 @@ class Facebank(FacebankRules):
     def models(self) -> list[str]:
         return [m for (m,) in self._db.query("SELECT DISTINCT model FROM images ORDER BY 1")]
 
+    def _change_seq(self) -> int | None:
+        return self._db.change_seq()
+
+    def _changes_since(self, seq: int, most: int):
+        return self._db.changes_since(seq, most)
+
+    def _image_rows(self, image_ids) -> list[tuple]:
+        return self._db.query("SELECT i.id, i.added, p.id, p.name, i.model, i.outlier "
+                              "FROM images i JOIN people p ON p.id = i.person_id WHERE i.id IN "
+                              "(SELECT value FROM json_each(?))",
+                              (json.dumps([int(i) for i in image_ids]),))
+
+    def _person_names(self, person_ids) -> list[tuple]:
+        return self._db.query("SELECT id, name FROM people WHERE id IN "
+                              "(SELECT value FROM json_each(?))",
+                              (json.dumps([int(i) for i in person_ids]),))
+
     def _gallery_rows(self, model_id: str, include_outliers: bool) -> list[tuple]:
         where = "" if include_outliers else " AND i.outlier = 0"
         return self._db.query("SELECT i.id, i.added, p.id, p.name FROM images i JOIN people p "

@@ -106,6 +106,9 @@ class Gallery:
         self._sorted_image_ids = self.image_ids[self._image_order]
         self._sorted_person_ids = self.person_ids[self._person_order]
         self._prototypes: np.ndarray | None = None
+        #: (facebank location, outliers included, change log position) when read from a
+        #: facebank (see store.gallery): what a later read of it starts from
+        self.source: tuple | None = None
         self.exact_below = EXACT_BELOW if exact_below is None else int(exact_below)
         self.search = None
         if len(self.names) >= self.exact_below:

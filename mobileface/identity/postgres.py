@@ -43,7 +43,7 @@ import numpy as np
 
 from mobileface.errors import MobileFaceError
 from mobileface.identity import photos
-from mobileface.identity.database import SCHEMA_VERSION, check_version
+from mobileface.identity.database import KEEP_CHANGES, SCHEMA_VERSION, check_version
 from mobileface.identity.errors import FacebankError, shown
 from mobileface.identity.names import check_name, check_suffix
 from mobileface.identity.photos import sha256_bytes
@@ -60,6 +60,9 @@ CONNECT_TIMEOUT = 5
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 8.0
 #: a key of pg_advisory_xact_lock for creating and upgrading the schema
 _SCHEMA_LOCK = 0x4D464231
+#: the key every write takes: one writer at a time, so that the change log's numbers
+#: follow the order of the commits
+_WRITE_LOCK = 0x4D464232
 
 #: schema 1, which every database starts from
 _SCHEMA_1 = (
@@ -84,9 +87,33 @@ _SCHEMA_1 = (
     "CREATE INDEX images_model ON mobileface.images (model)",
     "INSERT INTO mobileface.meta VALUES ('schema', '1')",
 )
+#: the change log (schema 3), as SQLite's :data:`~mobileface.identity.database.CHANGE_LOG`:
+#: numbered in commit order, because every write takes :data:`_WRITE_LOCK` first
+CHANGE_LOG = (
+    "CREATE TABLE mobileface.changes (seq bigserial PRIMARY KEY, image_id bigint, "
+    "person_id bigint)",
+    """CREATE FUNCTION mobileface.log_image_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            INSERT INTO mobileface.changes (image_id, person_id) VALUES (OLD.id, OLD.person_id);
+            RETURN OLD;
+        END IF;
+        INSERT INTO mobileface.changes (image_id, person_id) VALUES (NEW.id, NEW.person_id);
+        RETURN NEW;
+    END $$""",
+    "CREATE TRIGGER images_changed AFTER INSERT OR UPDATE OR DELETE ON mobileface.images "
+    "FOR EACH ROW EXECUTE FUNCTION mobileface.log_image_change()",
+    """CREATE FUNCTION mobileface.log_person_renamed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO mobileface.changes (image_id, person_id) VALUES (NULL, NEW.id);
+        RETURN NEW;
+    END $$""",
+    "CREATE TRIGGER people_renamed AFTER UPDATE OF name ON mobileface.people "
+    "FOR EACH ROW EXECUTE FUNCTION mobileface.log_person_renamed()",
+)
 #: how each schema version becomes the next (the same steps as SQLite's
 #: :data:`~mobileface.identity.database.MIGRATIONS`)
-MIGRATIONS = {1: ("ALTER TABLE mobileface.images ADD COLUMN chip bytea",)}
+MIGRATIONS = {1: ("ALTER TABLE mobileface.images ADD COLUMN chip bytea",), 2: CHANGE_LOG}
 
 _UPSERT = """
 INSERT INTO mobileface.images (person_id, file, sha256, model, embedding, quality, outlier,
@@ -273,7 +300,9 @@ class PostgresFacebank(FacebankRules):
             try:
                 if write:
                     with conn.transaction():
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
                         yield conn
+                        self._prune_changes(conn)
                         conn.execute(f"NOTIFY {CHANNEL}")
                 else:
                     yield conn
@@ -385,6 +414,57 @@ class PostgresFacebank(FacebankRules):
     def models(self) -> list[str]:
         return [m for (m,) in self._query(
             "SELECT DISTINCT model FROM mobileface.images ORDER BY 1")]
+
+    def _has_change_log(self, conn) -> bool:
+        return conn.execute("SELECT to_regclass('mobileface.changes')").fetchone()[0] is not None
+
+    def _prune_changes(self, conn) -> None:
+        """Keep the last KEEP_CHANGES entries of the change log (see SQLite's)."""
+        if not self._has_change_log(conn):
+            return
+        last = conn.execute("SELECT max(seq) FROM mobileface.changes").fetchone()[0]
+        if last is not None and last > KEEP_CHANGES:
+            gone = last - KEEP_CHANGES
+            if conn.execute("DELETE FROM mobileface.changes WHERE seq <= %s", (gone,)).rowcount:
+                conn.execute("INSERT INTO mobileface.meta VALUES ('changes_pruned', %s) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                             (str(gone),))
+
+    def _change_seq(self) -> int | None:
+        if not self._exists:
+            return None
+        with self._session() as conn:
+            if not self._has_change_log(conn):
+                return None
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM mobileface.changes"
+                                    ).fetchone()[0])
+
+    def _changes_since(self, seq: int, most: int):
+        if not self._exists:
+            return None
+        with self._session() as conn:
+            if not self._has_change_log(conn):
+                return None
+            pruned = conn.execute("SELECT value FROM mobileface.meta "
+                                  "WHERE key = 'changes_pruned'").fetchone()
+            if pruned and int(pruned[0]) > seq:
+                return None
+            rows = conn.execute("SELECT seq, image_id, person_id FROM mobileface.changes "
+                                "WHERE seq > %s ORDER BY seq LIMIT %s", (seq, most + 1)).fetchall()
+        if len(rows) > most:
+            return None
+        return (rows[-1][0] if rows else seq, [i for _, i, _ in rows if i is not None],
+                [p for _, i, p in rows if i is None])
+
+    def _image_rows(self, image_ids) -> list[tuple]:
+        return self._query("SELECT i.id, i.added, p.id, p.name, i.model, i.outlier "
+                           "FROM mobileface.images i JOIN mobileface.people p "
+                           "ON p.id = i.person_id WHERE i.id = ANY(%s)",
+                           ([int(i) for i in image_ids],))
+
+    def _person_names(self, person_ids) -> list[tuple]:
+        return self._query("SELECT id, name FROM mobileface.people WHERE id = ANY(%s)",
+                           ([int(i) for i in person_ids],))
 
     def _gallery_rows(self, model_id: str, include_outliers: bool) -> list[tuple]:
         where = "" if include_outliers else " AND NOT i.outlier"

@@ -173,18 +173,58 @@ class FacebankRules:
         A facebank whose embeddings were made by another model cannot be
         compared with this one's: that is refused, naming how to re-embed.
         ``previous`` (this facebank's gallery of before) is reused for the rows
-        that did not change, and its search index updated rather than rebuilt.
+        that did not change, and only those that did are read: the change log
+        names them (schema 3). Without a usable log (an older schema, a reader
+        too far behind) every row's entry is read again, and still only the
+        changed rows' embeddings.
         """
         from mobileface.identity.gallery import Gallery, GalleryRows
 
-        self._check_model(model_id)
-        rows = self._gallery_rows(model_id, include_outliers)
-        # generators, not one C call over a million rows: a reload runs beside the
-        # pipeline (identity.live), which must get the GIL back every few ms
-        meta = GalleryRows(*(np.fromiter((r[c] for r in rows), dtype, len(rows))
-                             for c, dtype in ((0, np.int64), (1, np.float64), (2, np.int64))),
-                           [r[3] for r in rows])
-        return Gallery.assemble(meta, self._embeddings, model_id, previous)
+        meta = self._changed_rows(model_id, include_outliers, previous)
+        if meta is None:
+            self._check_model(model_id)
+            seq = self._change_seq()          # before the rows: a later change is seen next
+            rows = self._gallery_rows(model_id, include_outliers)
+            # generators, not one C call over a million rows: a reload runs beside the
+            # pipeline (identity.live), which must get the GIL back every few ms
+            meta = GalleryRows(*(np.fromiter((r[c] for r in rows), dtype, len(rows))
+                                 for c, dtype in ((0, np.int64), (1, np.float64),
+                                                  (2, np.int64))),
+                               [r[3] for r in rows])
+        else:
+            seq, meta = meta
+        gallery = Gallery.assemble(meta, self._embeddings, model_id, previous)
+        gallery.source = (self.location, include_outliers, seq)
+        return gallery
+
+    def _changed_rows(self, model_id: str, include_outliers: bool, previous):
+        """(change log position, the rows now) from ``previous`` and the rows the log
+        names since it was read; None when the whole gallery must be read."""
+        from mobileface.identity.gallery import GalleryRows
+
+        source = getattr(previous, "source", None)
+        if (previous is None or previous.model_id != model_id or source is None
+                or source[:2] != (self.location, include_outliers) or source[2] is None):
+            return None
+        changes = self._changes_since(source[2], max(1_000, len(previous.image_ids) // 4))
+        if changes is None:
+            return None
+        seq, image_ids, renamed = changes
+        rows = self._image_rows(sorted(set(image_ids))) if image_ids else []
+        if any(r[4] != model_id for r in rows):
+            return None                      # another model's rows: the full read checks
+        rows = [r for r in rows if include_outliers or not r[5]]
+        owners = previous.person_ids[previous.owners]
+        names = np.asarray(previous.names, object)[previous.owners]
+        if renamed:
+            for person, name in self._person_names(sorted(set(renamed))):
+                names[owners == person] = name
+        keep = ~np.isin(previous.image_ids, np.asarray(image_ids, np.int64))
+        return seq, GalleryRows(
+            np.concatenate([previous.image_ids[keep], np.array([r[0] for r in rows], np.int64)]),
+            np.concatenate([previous.versions[keep], np.array([r[1] for r in rows], np.float64)]),
+            np.concatenate([owners[keep], np.array([r[2] for r in rows], np.int64)]),
+            names[keep].tolist() + [r[3] for r in rows])
 
     def pairs(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Genuine (same person) and impostor (different people) similarities."""
