@@ -440,3 +440,16 @@ def test_a_person_renamed_in_the_database_alone_is_seen_by_the_change_log(bank_s
             conn.close()
         after = reader.gallery(MODEL, previous=before)
         assert sorted(after.names) == ["Ann", "Bea"] and after.source[2] > before.source[2]
+
+
+def test_rows_read_again_go_beside_their_persons_rows():
+    from mobileface.identity.store import _grouped
+
+    people = np.array([5, 5, 7, 7, 9, 7, 11, 5, 11, 12])       # 5 kept rows, then 5 read again
+    order = _grouped(people, 5)
+    grouped = people[order]
+    assert [int(p) for p in dict.fromkeys(grouped.tolist())] == [5, 7, 9, 11, 12]
+    assert all(np.ptp(np.flatnonzero(grouped == p)) == (grouped == p).sum() - 1 for p in set(people))
+    assert [int(i) for i in order if i < 5] == [0, 1, 2, 3, 4]      # kept rows keep their order
+    assert list(grouped[:5]) == [5, 5, 5, 7, 7]                     # person 5's new row is beside
+    assert _grouped(people[:5], 5) is None

@@ -34,9 +34,11 @@ def test_gallery_benchmark_refuses_a_gallery_too_small(capsys):
 
 
 def test_reload_benchmark_sees_a_change_made_by_another_connection(capsys):
-    assert reload.main(["--photos", "500", "25000"]) == 0
+    assert reload.main(["--photos", "500", "25000", "--backends", "sqlite", "postgresql"]) == 0
     rows = _last_json(capsys)["rows"]
-    assert [r["photos"] for r in rows] == [500, 25000]
+    assert [(r["photos"], r["backend"]) for r in rows] == [
+        (500, "sqlite"), (500, "postgresql"), (25000, "sqlite"), (25000, "postgresql")]
     for r in rows:
         assert r["new_embedding_taken"] is True and r["change_seen_s"] is not None
+        assert r["next_change_seen_s"] is not None
         assert r["first_read_s"] >= 0 and r["polls"] >= 1

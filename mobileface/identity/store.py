@@ -220,15 +220,43 @@ class FacebankRules:
             for person, name in self._person_names(sorted(set(renamed))):
                 names[owners == person] = name
         keep = ~np.isin(previous.image_ids, np.asarray(image_ids, np.int64))
-        return seq, GalleryRows(
-            np.concatenate([previous.image_ids[keep], np.array([r[0] for r in rows], np.int64)]),
-            np.concatenate([previous.versions[keep], np.array([r[1] for r in rows], np.float64)]),
-            np.concatenate([owners[keep], np.array([r[2] for r in rows], np.int64)]),
-            names[keep].tolist() + [r[3] for r in rows])
+        columns = [np.concatenate([previous.image_ids[keep],
+                                   np.array([r[0] for r in rows], np.int64)]),
+                   np.concatenate([previous.versions[keep],
+                                   np.array([r[1] for r in rows], np.float64)]),
+                   np.concatenate([owners[keep], np.array([r[2] for r in rows], np.int64)]),
+                   np.concatenate([names[keep], np.array([r[3] for r in rows], object)])]
+        order = _grouped(columns[2], int(keep.sum()))
+        if order is not None:
+            columns = [c[order] for c in columns]
+        return seq, GalleryRows(*columns[:3], columns[3].tolist())
 
     def pairs(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Genuine (same person) and impostor (different people) similarities."""
         return genuine_and_impostor(self.gallery(model_id, include_outliers=False))
+
+
+def _grouped(people: np.ndarray, kept: int):
+    """The order that puts each row read again (``people[kept:]``) beside its person's
+    kept rows (``people[:kept]``, grouped by person), new people's rows at the end; None
+    when they are there already. A gallery's rows must be grouped by person, and sorting
+    a million rows afresh costs a second where this costs a tenth."""
+    if kept == len(people):
+        return None
+    held, fresh = people[:kept], people[kept:]
+    keys = np.arange(len(people), dtype=np.float64)
+    if kept:
+        found, first_from_end = np.unique(held[::-1], return_index=True)
+        at = np.searchsorted(found, fresh).clip(0, len(found) - 1)
+        known = found[at] == fresh
+        keys[kept:][known] = kept - 1 - first_from_end[at[known]] + 0.5
+    newcomers = np.flatnonzero(keys[kept:] >= kept)
+    if len(newcomers):                # a new person's rows together, in order of arrival
+        first_seen = {}
+        for i in newcomers:
+            first_seen.setdefault(int(fresh[i]), kept + i)
+        keys[kept + newcomers] = [first_seen[int(fresh[i])] for i in newcomers]
+    return np.argsort(keys, kind="stable")
 
 
 def is_database_url(spec) -> bool:
