@@ -202,8 +202,8 @@ class FacebankRules:
         names since it was read; None when the whole gallery must be read."""
         from mobileface.identity.gallery import GalleryRows
 
-        source = getattr(previous, "source", None)
-        if (previous is None or previous.model_id != model_id or source is None
+        source = previous.source if previous is not None else None
+        if (source is None or previous.model_id != model_id
                 or source[:2] != (self.location, include_outliers) or source[2] is None):
             return None
         changes = self._changes_since(source[2], max(1_000, len(previous.image_ids) // 4))
