@@ -298,16 +298,16 @@ def test_a_slow_reload_runs_beside_the_pipeline_with_the_last_gallery(bank_spec)
 
         reader.gallery = slow_gallery
         writer.add("Bob", [_enrol(2)], MODEL)
-        taken, polls, start = False, [], time.monotonic()
-        while not taken and time.monotonic() < start + 10:
+        polls, start = [], time.monotonic()
+        # (a late notice of Ann's own enrolment may bring in a reload before Bob's)
+        while follower.gallery.names != ["Ann", "Bob"] and time.monotonic() < start + 10:
             mark = time.monotonic()
-            taken = follower.poll()
+            follower.poll()
             polls.append(time.monotonic() - mark)
-            if not taken:
-                [(person, _)] = follower.decide(_vector(1)[None], 0.9, 0.0, "best")
-                assert follower.name_of(person) == "Ann" and follower.gallery.names == ["Ann"]
+            [(person, _)] = follower.decide(_vector(1)[None], 0.9, 0.0, "best")
+            assert follower.name_of(person) == "Ann"
             time.sleep(0.01)
-        assert taken and follower.gallery.names == ["Ann", "Bob"]
+        assert follower.gallery.names == ["Ann", "Bob"]
         assert time.monotonic() - start >= 1.0 and max(polls) < 0.5 and len(polls) > 10
         [(person, _)] = follower.decide(_vector(2)[None], 0.9, 0.0, "best")
         assert follower.name_of(person) == "Bob"
